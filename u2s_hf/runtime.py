@@ -1,0 +1,95 @@
+"""Per-process state: the model cache, thread settings, devices and cache fingerprints."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import xxhash
+from datasets.fingerprint import Hasher
+
+from . import __version__
+
+logger = logging.getLogger("u2s_hf")
+
+_models: dict[tuple, object] = {}
+_models_pid = os.getpid()
+_threads_set = False
+
+
+def cached_model(key: tuple, load: Callable[[], object]):
+    """One instance per (kind, model id, revision, dtype, device) per process.
+
+    A forked `num_proc` worker must not reuse its parent's sessions (their thread pools did not survive the fork),
+    so the cache empties itself when the process id changes.
+    """
+    global _models_pid
+    if os.getpid() != _models_pid:
+        _models.clear()
+        _models_pid = os.getpid()
+    if key not in _models:
+        logger.info("loading %s", " / ".join(str(part) for part in key))
+        _models[key] = load()
+    return _models[key]
+
+
+def in_worker() -> bool:
+    """True inside a `datasets` num_proc worker (those come from the `multiprocess` package)."""
+    import multiprocessing
+
+    parents = [multiprocessing.parent_process()]
+    if "multiprocess" in sys.modules:
+        parents.append(sys.modules["multiprocess"].parent_process())
+    return any(p is not None for p in parents)
+
+
+def thread_count(requested: int | None = None) -> int:
+    """Threads a model may use here: all cores in the main process, one in a worker (workers share the cores)."""
+    if requested:
+        return requested
+    return 1 if in_worker() else max(1, os.cpu_count() or 1)
+
+
+def configure_threads(requested: int | None = None) -> int:
+    """Set thread counts once per process, before the first model runs.
+
+    Multi-threaded torch/OpenMP in a parent followed by fork deadlocks the workers; one thread per worker avoids it.
+    """
+    global _threads_set
+    n = thread_count(requested)
+    if not _threads_set:
+        import cv2
+
+        cv2.setNumThreads(n)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(n)
+        _threads_set = True
+    return n
+
+
+def device_for(rank: int | None) -> str:
+    """`cuda:{rank % n}` when torch sees GPUs, else CPU. Torch is only consulted if something already imported it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return f"cuda:{(rank or 0) % torch.cuda.device_count()}"
+    return "cpu"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version plus a hash of its source, so editing the code invalidates cached maps."""
+    digest = xxhash.xxh64()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".txt") and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def fingerprint(*parts) -> str:
+    """A `datasets` cache fingerprint that always mixes in the code version."""
+    return Hasher.hash((code_version(), *parts))

@@ -1,0 +1,4 @@
+from .edit import Edit
+from .inspect import Inspect
+
+__all__ = ["Edit", "Inspect"]
