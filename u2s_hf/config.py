@@ -18,7 +18,7 @@ class InspectConfig:
     backend: str = "detectors"
     faces: bool = True
     text: bool = True
-    face_threshold: float = 0.5
+    face_threshold: float = 0.3  # recall first: 0.5 misses small crowd faces that ArcFace still matches
     text_threshold: float = 0.8
     face_max_side: int = 1536  # detector input limit; faces in larger images are found on a downscaled copy
     text_max_side: int = 960

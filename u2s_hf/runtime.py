@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import logging
 import os
 import sys
@@ -93,3 +94,10 @@ def code_version() -> str:
 def fingerprint(*parts) -> str:
     """A `datasets` cache fingerprint that always mixes in the code version."""
     return Hasher.hash((code_version(), *parts))
+
+
+def package_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"

