@@ -15,6 +15,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Same ceiling as Pillow's own bomb warning; anything larger is refused before its pixels are read.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+# Leading bytes of common formats: a file that starts like an image but will not open is corrupt, not "not an image".
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"RIFF", "WebP"),
+               (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
 class ImageError(ValueError):
@@ -41,6 +44,9 @@ def decode(value, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image too large (decompression bomb guard)") from None
     except UnidentifiedImageError:
+        kind = next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
+        if kind:
+            raise ImageError(f"corrupt {kind} data (the header says {kind}, the rest cannot be read)") from None
         raise ImageError("not an image (format not recognised)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's ways of saying "corrupt/truncated"
         raise ImageError(f"corrupt or truncated image ({_short(exc)})") from None

@@ -18,19 +18,21 @@ logger = logging.getLogger("u2s_hf")
 
 _models: dict[tuple, object] = {}
 _models_pid = os.getpid()
+_inherited: list[dict] = []  # models copied in by fork: kept alive, never used
 _threads_set = False
 
 
 def cached_model(key: tuple, load: Callable[[], object]):
     """One instance per (kind, model id, revision, dtype, device) per process.
 
-    A forked `num_proc` worker must not reuse its parent's sessions (their thread pools did not survive the fork),
-    so the cache empties itself when the process id changes.
+    A forked num_proc worker inherits its parent's models but not their runtime threads: it must neither use them
+    nor destroy them (onnxruntime's destructor waits forever for threads that did not survive the fork). They are
+    set aside, never freed, and the worker loads its own.
     """
-    global _models_pid
+    global _models, _models_pid
     if os.getpid() != _models_pid:
-        _models.clear()
-        _models_pid = os.getpid()
+        _inherited.append(_models)
+        _models, _models_pid = {}, os.getpid()
     if key not in _models:
         logger.info("loading %s", " / ".join(str(part) for part in key))
         _models[key] = load()

@@ -1,0 +1,119 @@
+import datasets
+import numpy as np
+import pytest
+
+import corpus
+import u2s_hf as u2s
+from u2s_hf.backends import detectors
+
+
+@pytest.fixture(scope="module")
+def sample(photos):
+    return corpus.image_dataset(photos)
+
+
+@pytest.fixture(scope="module")
+def safe(sample):
+    return u2s.anonymize(sample, batch_size=3)
+
+
+def test_people_and_text_are_flagged_and_redacted(safe):
+    rows = {row["name"]: row for row in safe}
+    for name in ("astronaut", "camera", "grace_hopper", "name_card", "page"):
+        assert rows[name]["privacy_flag"] and rows[name]["u2s_status"] == "redacted", name
+    for name in ("coffee", "chelsea"):
+        assert not rows[name]["privacy_flag"] and rows[name]["u2s_status"] == "kept_safe", name
+    assert {d["label"] for d in rows["grace_hopper"]["detections"]} == {"face", "text"}
+
+
+def test_release_view_drops_the_original_column_and_keeps_the_others(safe, sample):
+    assert "image" not in safe.column_names
+    assert safe["name"] == sample["name"]
+    assert set(safe.column_names) == {"name", "privacy_flag", "detections", "u2s_status", "u2s_error", "safe_image"}
+    assert isinstance(safe.features["safe_image"], datasets.Image)
+    kept = u2s.anonymize(sample, keep_original=True)
+    assert "image" in kept.column_names
+
+
+def test_unflagged_rows_keep_their_pixels_and_flagged_rows_do_not(safe, photos):
+    for row in safe:
+        before, after = corpus.pixels(photos[row["name"]]), corpus.pixels(row["safe_image"])
+        assert after.shape == before.shape
+        if row["privacy_flag"]:
+            for d in row["detections"]:
+                x0, y0, x1, y1 = (int(v) for v in d["box"])
+                region = (slice(y0, y1), slice(x0, x1))
+                assert np.abs(after[region].astype(int) - before[region]).mean() > 5, row["name"]
+        else:
+            assert (after == before).all(), row["name"]
+
+
+def test_name_tag_is_no_longer_readable(safe, photos):
+    reader = detectors.TextDetector("cpu", 1, 960)
+    read_before = " ".join(t for t, _, _ in reader.read(corpus.pixels(photos["grace_hopper"])))
+    assert "HOPPER" in read_before
+    row = next(r for r in safe if r["name"] == "grace_hopper")
+    read_after = " ".join(t for t, _, _ in reader.read(corpus.pixels(row["safe_image"])))
+    assert "HOPPER" not in read_after and "COMO" not in read_after
+    card = next(r for r in safe if r["name"] == "name_card")
+    assert "ALICE" not in " ".join(t for t, _, _ in reader.read(corpus.pixels(card["safe_image"])))
+
+
+def test_stage_maps_work_directly_on_datasets(photos):
+    """ds.map(u2s.inspect) with a first batch that has no detections, no errors: columns keep their types."""
+    ds = corpus.image_dataset({k: photos[k] for k in ("coffee", "chelsea", "astronaut", "grace_hopper")})
+    ds = ds.map(u2s.inspect, batched=True, batch_size=2).map(u2s.edit, batched=True, batch_size=2)
+    assert ds["privacy_flag"] == [False, False, True, True]
+    assert ds.features["detections"].feature["label"] == datasets.Value("string")
+    assert ds.features["u2s_error"] == datasets.Value("string")
+    assert "image" in ds.column_names  # stage-level maps leave the user's columns alone
+    assert ds["u2s_status"] == ["kept_safe", "kept_safe", "redacted", "redacted"]
+
+
+def test_flagged_rows_without_regions_fail_closed(photos):
+    """Edit without Inspect: the flag is unknown, so every row counts as flagged and is obscured whole."""
+    ds = corpus.image_dataset({"coffee": photos["coffee"]})
+    out = ds.map(u2s.edit, batched=True)
+    assert out[0]["u2s_status"] == "redacted" and "whole image obscured" in out[0]["u2s_error"]
+    before, after = corpus.pixels(photos["coffee"]), corpus.pixels(out[0]["safe_image"])
+    assert np.abs(after.astype(int) - before).mean() > 5
+    dropped = ds.map(u2s.Edit(unlocated="drop"), batched=True)
+    assert dropped[0]["u2s_status"] == "dropped" and dropped[0]["safe_image"] is None
+
+
+def test_detector_failure_flags_the_row_and_obscures_it(photos, monkeypatch):
+    def broken(self, rgb, threshold, max_side):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(detectors.FaceDetector, "__call__", broken)
+    safe = u2s.anonymize(corpus.image_dataset({"coffee": photos["coffee"]}))
+    row = safe[0]
+    assert row["privacy_flag"] and row["u2s_status"] == "redacted"
+    assert "detector failed" in row["u2s_error"] and "whole image obscured" in row["u2s_error"]
+
+
+def test_dataset_dicts_run_per_split(photos):
+    dd = datasets.DatasetDict({"train": corpus.image_dataset({"astronaut": photos["astronaut"]}),
+                               "test": corpus.image_dataset({"coffee": photos["coffee"]})})
+    out = u2s.anonymize(dd)
+    assert out["train"][0]["u2s_status"] == "redacted" and out["test"][0]["u2s_status"] == "kept_safe"
+
+
+def test_presets_and_overrides():
+    p = u2s.preset("lite", method="blur", face_threshold=0.4)
+    assert p.edit.config.method == "blur" and p.inspect.config.face_threshold == 0.4
+    assert [s.name for s in p.stages] == ["inspect", "edit"]
+    with pytest.raises(TypeError, match="no setting"):
+        u2s.preset("lite", colour="red")
+    with pytest.raises(ValueError, match="unknown preset"):
+        u2s.preset("nope")
+    with pytest.raises(ValueError, match="redaction method"):
+        u2s.Edit(method="smudge")
+
+
+def test_custom_column_names(photos):
+    ds = datasets.Dataset.from_dict({"img": [photos["astronaut"]]}, features=datasets.Features({"img": datasets.Image()}))
+    out = u2s.anonymize(ds, image_column="img")
+    assert "img" not in out.column_names and out[0]["u2s_status"] == "redacted"
+    with pytest.raises(ValueError, match="image column"):
+        u2s.anonymize(ds)
