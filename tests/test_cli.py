@@ -48,15 +48,17 @@ def test_contact_sheet_shows_no_original_pixels(sample_dir, tmp_path, capsys, ph
     assert sheet.shape[0] > 100 and sheet.std() > 10
 
 
-def test_limit_split_and_method(sample_dir, tmp_path, capsys):
+def test_limit_split_and_settings(sample_dir, tmp_path, capsys):
     saved = tmp_path / "saved"
     datasets.load_dataset("imagefolder", data_dir=str(sample_dir)).save_to_disk(str(saved))
     out = tmp_path / "out"
-    code, stdout, _ = run(["anonymize", saved, "--out", out, "--split", "train", "--limit", "2", "--method", "fill"],
+    code, stdout, _ = run(["anonymize", saved, "--out", out, "--split", "train", "--limit", "2", "--set", "method=fill",
+                           "--set", "face_threshold=0.4"],
                           capsys)
     assert code == 0
     release = datasets.load_from_disk(str(out))
-    assert len(release) == 2 and json.loads((out / "report.json").read_text())["stages"]["edit"]["method"] == "fill"
+    stages = json.loads((out / "report.json").read_text())["stages"]
+    assert len(release) == 2 and stages["edit"]["method"] == "fill" and stages["inspect"]["face_threshold"] == 0.4
 
 
 def test_parquet_source(photos, tmp_path, capsys):
@@ -71,6 +73,8 @@ def test_parquet_source(photos, tmp_path, capsys):
     (["anonymize", "/no/such/folder", "--out", "OUT"], "does not exist"),
     (["anonymize", "SRC", "--out", "OUT", "--image-column", "pixels"], "no column 'pixels'"),
     (["anonymize", "SRC", "--out", "OUT", "--split", "validation"], "no split 'validation'"),
+    (["anonymize", "SRC", "--out", "OUT", "--set", "colour=red"], "no setting colour"),
+    (["anonymize", "SRC", "--out", "OUT", "--set", "method=smudge"], "unknown redaction method"),
 ])
 def test_user_errors_are_clear(sample_dir, tmp_path, capsys, args, message):
     args = [str(sample_dir) if a == "SRC" else str(tmp_path / "out") if a == "OUT" else a for a in args]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -21,7 +22,8 @@ def main(argv=None) -> int:
     run.add_argument("--num-proc", type=_positive, help="worker processes for datasets.map")
     run.add_argument("--batch-size", type=_positive, default=pipeline.MAP_BATCH_SIZE)
     run.add_argument("--limit", type=_positive, help="only the first K rows of each split")
-    run.add_argument("--method", choices=["pixelate", "blur", "fill", "inpaint"], help="redaction method")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_setting,
+                     help="change a preset setting, e.g. --set method=blur --set text=false (repeatable)")
     run.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -37,7 +39,7 @@ def _anonymize(args) -> int:
     image_column = sources.image_column_of(ds, args.image_column)
     if args.limit:
         ds = _limit(ds, args.limit)
-    overrides = {"method": args.method} if args.method else {}
+    overrides = dict(args.set)
     chosen = pipeline.preset(args.preset, image_column=image_column, **overrides)
     safe, timings = pipeline.run(ds, chosen, image_column=image_column, num_proc=args.num_proc,
                                  batch_size=args.batch_size)
@@ -51,6 +53,17 @@ def _limit(ds, k):
     if hasattr(ds, "keys"):
         return type(ds)({split: part.select(range(min(k, len(part)))) for split, part in ds.items()})
     return ds.select(range(min(k, len(ds))))
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE read as JSON when it can be (true, 0.4, 8), else kept as a string (blur)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
 
 
 def _positive(text: str) -> int:
