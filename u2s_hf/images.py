@@ -54,7 +54,11 @@ def decode(value, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def clean(rgb: np.ndarray) -> Image.Image:
     """A metadata-free image of these pixels, ready for a `datasets.Image()` column."""
-    return Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    # Pillow merges a preset encoderinfo into save(): zlib level 1 makes the PNG that datasets writes ~3x faster
+    # for ~10% more bytes (on an older Pillow the hint is ignored and the default level applies).
+    image.encoderinfo = {"compress_level": 1}
+    return image
 
 
 def resize_to_max_side(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:

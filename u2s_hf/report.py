@@ -60,15 +60,13 @@ def contact_sheet(ds, image_column="safe_image", flag_column="privacy_flag", det
     sits in the release folder, which must not carry original images.
     """
     tiles = []
-    for index, row in enumerate(ds):
-        if not row.get(flag_column):
-            continue
+    flagged = [i for i, flag in enumerate(ds[flag_column]) if flag][:MAX_TILES]
+    for index in flagged:  # decode only the rows shown
+        row = ds[index]
         detections = row.get(detections_column) or []
         safe = row.get(image_column)
         size = safe.size if safe is not None else _extent(detections)
         tiles.append(_pair(index, size, detections, safe, row.get("u2s_status")))
-        if len(tiles) == MAX_TILES:
-            break
     if not tiles:
         return None
     columns = 3
