@@ -11,6 +11,7 @@ def test_a_bad_input_corpus_runs_to_the_end(bad_dir):
     originals = ds.cast_column("image", datasets.Image(decode=False))
     safe = u2s.anonymize(ds, keep_original=True, batch_size=4)
     assert len(safe) == len(corpus.BAD_INPUTS)
+    assert set(safe["u2s_status"]) <= set(u2s.STATUSES)
     for row, original in zip(safe, originals):
         name = original["image"]["path"].rsplit("/", 1)[-1]
         expected = corpus.BAD_INPUTS[name]

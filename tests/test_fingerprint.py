@@ -55,7 +55,7 @@ NUM_PROC = textwrap.dedent("""
     u2s.inspect({{"image": [photos["astronaut"]]}})  # the parent loads models and runs them before forking
     ds = corpus.image_dataset(photos, {path!r})
     plain = ds.map(u2s.inspect, batched=True, num_proc=2, with_rank=True)
-    out = u2s.anonymize(ds, num_proc=2, batch_size=2)
+    out = u2s.anonymize(ds, num_proc=2, batch_size=2, method="inpaint")  # OpenCV in the workers too
     print(sum(plain["privacy_flag"]), sorted(out["u2s_status"]))
 """)
 

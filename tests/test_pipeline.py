@@ -112,7 +112,8 @@ def test_presets_and_overrides():
 
 
 def test_custom_column_names(photos):
-    ds = datasets.Dataset.from_dict({"img": [photos["astronaut"]]}, features=datasets.Features({"img": datasets.Image()}))
+    ds = datasets.Dataset.from_dict({"img": [photos["astronaut"]]},
+                                    features=datasets.Features({"img": datasets.Image()}))
     out = u2s.anonymize(ds, image_column="img")
     assert "img" not in out.column_names and out[0]["u2s_status"] == "redacted"
     with pytest.raises(ValueError, match="image column"):

