@@ -71,6 +71,7 @@ def test_parquet_source(photos, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["anonymize", "/no/such/folder", "--out", "OUT"], "does not exist"),
+    (["anonymize", "someone/no-such-dataset", "--out", "OUT"], "cannot open someone/no-such-dataset"),
     (["anonymize", "SRC", "--out", "OUT", "--image-column", "pixels"], "no column 'pixels'"),
     (["anonymize", "SRC", "--out", "OUT", "--split", "validation"], "no split 'validation'"),
     (["anonymize", "SRC", "--out", "OUT", "--set", "colour=red"], "no setting colour"),
