@@ -1,0 +1,98 @@
+"""Reading model answers. Tolerant of case, markdown emphasis, bullets, extra or missing sections and chatter;
+strict where a wrong guess would leak: an unreadable flag means flagged, and a caption answer without a public
+caption is an error, never a public caption made from the raw text."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_MARKDOWN = re.compile(r"\*\*|__|[*`]|^\s*[#>]+\s*", re.MULTILINE)  # emphasis, code, headings, quotes
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+_FLAG = re.compile(r"privacy[\s_-]*flag\s*[:=\-]?\s*(true|false|yes|no)\b", re.IGNORECASE)
+_BARE = re.compile(r"^(true|false|yes|no)[.!]?$", re.IGNORECASE)
+_SECTIONS = ("privacy_review", "private_caption", "public_caption")
+_HEADING = re.compile(r"^\s*(privacy[\s_-]*review|private[\s_-]*caption|public[\s_-]*caption|privacy[\s_-]*flag)"
+                      r"\s*[:\-]?\s*(.*)$", re.IGNORECASE)
+_LABEL = re.compile(r"^\s*(?:edit(?:ed)?(?:\s+instruction)?|instruction|changes?|caption|merged\s+caption|answer)"
+                    r"\s*:\s*", re.IGNORECASE)
+_SCORE = re.compile(r"anonymi[sz]ation[\s_-]*score\s*[:=]?\s*(\d{1,3})", re.IGNORECASE)
+
+
+class AnswerError(ValueError):
+    """An answer that cannot be used; the message is short and meant for `u2s_error`."""
+
+
+@dataclass(frozen=True)
+class Captions:
+    review: list[str]
+    private: str
+    public: str
+
+
+def parse_flag(text: str) -> tuple[bool, bool]:
+    """(flag, understood). An answer we cannot read counts as flagged: recall over precision."""
+    plain = _MARKDOWN.sub("", text or "")
+    match = _FLAG.search(plain)
+    if match is None:
+        match = _BARE.match(plain.strip())
+    if match is None:
+        return True, False
+    return match.group(1).lower() in ("true", "yes"), True
+
+
+def parse_captions(text: str) -> Captions:
+    """The three sections of a caption answer; a leading PRIVACY_FLAG line and any chatter are ignored."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for raw in (text or "").splitlines():
+        line = _MARKDOWN.sub("", raw).strip()
+        heading = _HEADING.match(line)
+        if heading:
+            name = re.sub(r"[\s_\-]+", "_", heading.group(1).lower())
+            current = name if name in _SECTIONS else None
+            if current:
+                sections[current] = [heading.group(2).strip()] if heading.group(2).strip() else []
+            continue
+        if current:
+            sections[current].append(line)
+    public = _first_paragraph(sections.get("public_caption", []))
+    if not public:
+        raise AnswerError("caption answer has no PUBLIC_CAPTION section")
+    review = [_review_item(line) for line in sections.get("privacy_review", []) if _review_item(line)]
+    return Captions(review=review[:10], private=_first_paragraph(sections.get("private_caption", [])), public=public)
+
+
+def parse_phrase(text: str, what: str = "answer") -> str:
+    """One cleaned phrase from a free-text answer (an edit instruction, a merged caption)."""
+    lines = [_MARKDOWN.sub("", line).strip() for line in (text or "").splitlines()]
+    phrase = _LABEL.sub("", _first_paragraph(lines))
+    phrase = phrase.strip().strip('"“”\'').strip()
+    if not phrase:
+        raise AnswerError(f"empty {what}")
+    return phrase
+
+
+def parse_score(text: str) -> int:
+    """The judge's 0-100 ANONYMIZATION_SCORE."""
+    match = _SCORE.search(_MARKDOWN.sub("", text or ""))
+    if match is None or not 0 <= int(match.group(1)) <= 100:
+        raise AnswerError("no ANONYMIZATION_SCORE between 0 and 100 in the answer")
+    return int(match.group(1))
+
+
+def _first_paragraph(lines: list[str]) -> str:
+    """Lines up to the first blank line after some text, joined: what follows is usually chatter."""
+    kept = []
+    for line in lines:
+        if line:
+            kept.append(line)
+        elif kept:
+            break
+    return " ".join(" ".join(kept).split())
+
+
+def _review_item(line: str) -> str:
+    """"- ITEM: REASON" (or "1. ITEM - REASON") as "ITEM: REASON"."""
+    item = _BULLET.sub("", line).strip()
+    parts = re.split(r"\s*(?::|\s[-–—]\s)\s*", item, maxsplit=1)
+    return f"{parts[0]}: {parts[1]}" if len(parts) == 2 and parts[1] else item
