@@ -6,6 +6,7 @@ as PNG (lossless, and Pillow writes no metadata the image does not carry).
 """
 from __future__ import annotations
 
+import base64
 import io
 import os
 import warnings
@@ -59,6 +60,14 @@ def clean(rgb: np.ndarray) -> Image.Image:
     # for ~10% more bytes (on an older Pillow the hint is ignored and the default level applies).
     image.encoderinfo = {"compress_level": 1}
     return image
+
+
+def data_url(rgb: np.ndarray, max_side: int = 1024) -> str:
+    """A JPEG data URL of the pixels (shrunk to `max_side`), for sending an image to a model server."""
+    small, _ = resize_to_max_side(rgb, max_side)
+    buffer = io.BytesIO()
+    Image.fromarray(small).save(buffer, format="JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def resize_to_max_side(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
