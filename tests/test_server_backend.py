@@ -22,7 +22,8 @@ def test_answers_come_back_in_order_with_images_and_settings():
         out = chat.complete([ChatRequest("a", IMAGE, 7), ChatRequest("b"), ChatRequest("c", IMAGE)])
     assert out == ["echo a", "echo b", "echo c"]
     assert seen_sizes == [(512, 256), (512, 256)]
-    first = server.requests[0]
+    first = next(r for r in server.requests if isinstance(r["messages"][0]["content"], list)
+                 and r["messages"][0]["content"][1]["text"] == "a")  # requests arrive concurrently, in any order
     assert first["model"] == "some/model" and first["max_tokens"] == 7 and first["temperature"] == 0.0
 
 

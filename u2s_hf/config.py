@@ -4,18 +4,63 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 STATUSES = ("kept_safe", "edited", "redacted", "dropped", "error")
+# The paper's demographic groups for `Instruct(demographics="uniform")`.
+GROUPS = ("White", "Black", "East Asian", "South Asian", "Southeast Asian", "Middle Eastern or North African",
+          "Indigenous or Pacific Islander", "Hispanic or Latino")
+
+
+def freeze_criteria(criteria):
+    """Criteria in a hashable form: None, a tuple of names, or a tuple of (name, description) pairs."""
+    if criteria is None or isinstance(criteria, tuple):
+        return criteria
+    if isinstance(criteria, str):
+        return (criteria,)
+    if isinstance(criteria, dict):
+        return tuple((str(k), str(v)) for k, v in criteria.items())
+    return tuple(criteria)
 
 
 @dataclass(frozen=True)
-class InspectConfig:
+class ModelSettings:
+    """Where a Stage-1 language model runs. backend "server": an OpenAI-compatible endpoint at `base_url` serving
+    `model` (the API key, if any, comes from OPENAI_API_KEY and is never part of a config or a cache key)."""
+
+    backend: str = "server"
+    model: str | None = None
+    revision: str | None = None
+    base_url: str | None = None
+    concurrency: int = 16
+    timeout: float = 120.0
+    retries: int = 3
+    image_max_side: int = 1024
+
+    def _check_model(self, stage: str, local: str):
+        if self.backend == local:
+            raise ValueError(f"{stage}(backend={local!r}) runs models with transformers, which is not available "
+                             f"yet; serve the model (vLLM/SGLang) and use backend='server'")
+        if self.backend != "server":
+            raise ValueError(f"{stage} backend {self.backend!r} is unknown; use 'server'")
+        if not self.model or not self.base_url:
+            raise ValueError(f"{stage}(backend='server') needs model=... and base_url=...")
+        if self.concurrency < 1 or self.timeout <= 0 or self.retries < 0:
+            raise ValueError("concurrency must be >= 1, timeout > 0 and retries >= 0")
+
+
+@dataclass(frozen=True)
+class InspectConfig(ModelSettings):
     """Flag rows that carry privacy risks.
 
     backend "detectors": real face (CenterFace) and text (RapidOCR) detectors, offline on a CPU. A row is flagged
     when a face scores at least `face_threshold`, or a text line with at least two letters/digits is read with a
     confidence of at least `text_threshold`.
+    backend "server": a vision-language model answers PRIVACY_FLAG: TRUE/FALSE against `criteria` (None: the nine
+    categories; a list of category names; or {name: description}); an unreadable answer counts as TRUE.
     """
 
     backend: str = "detectors"
+    criteria: object = None
+    max_new_tokens: int = 16
+    debug_column: str | None = None  # also write the model's raw answer here
     faces: bool = True
     text: bool = True
     face_threshold: float = 0.3  # recall first: 0.5 misses small crowd faces that ArcFace still matches
@@ -29,13 +74,64 @@ class InspectConfig:
     threads: int | None = None  # None: all cores in the main process, one per num_proc worker
 
     def __post_init__(self):
+        object.__setattr__(self, "criteria", freeze_criteria(self.criteria))
         if self.backend != "detectors":
-            raise ValueError(f"Inspect backend {self.backend!r} is not available; use 'detectors'")
+            self._check_model("Inspect", "vlm")
+            return
         if not (self.faces or self.text):
             raise ValueError("Inspect(backend='detectors') needs faces=True or text=True")
         for name in ("face_threshold", "text_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class CaptionConfig(ModelSettings):
+    """Privacy review, private and public captions for flagged rows (unflagged rows cost nothing)."""
+
+    criteria: object = None
+    max_new_tokens: int = 400
+    image_column: str = "image"
+    flag_column: str = "privacy_flag"
+
+    def __post_init__(self):
+        object.__setattr__(self, "criteria", freeze_criteria(self.criteria))
+        self._check_model("Caption", "vlm")
+        if self.max_new_tokens < 300:
+            raise ValueError("Caption needs max_new_tokens >= 300: three sections of ~50 words each")
+
+
+@dataclass(frozen=True)
+class InstructConfig(ModelSettings):
+    """An identity-neutral edit instruction from the public caption only, and its merge with that caption.
+
+    demographics: None, "uniform" (one of the paper's eight groups per row, drawn from `seed` and the row key), or
+    your own list of groups. class_column: the merged caption must still describe that class (class_names maps
+    integer labels to names). key_column: a stable row id for the demographic draw (default: the public caption).
+    """
+
+    merge: bool = True
+    class_column: str | None = None
+    class_names: tuple | None = None
+    demographics: object = None
+    seed: int = 0
+    key_column: str | None = None
+    max_new_tokens: int = 120
+    merge_max_new_tokens: int = 100
+
+    def __post_init__(self):
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.demographics is not None and self.demographics != "uniform":
+            groups = (self.demographics,) if isinstance(self.demographics, str) else tuple(self.demographics)
+            if not groups:
+                raise ValueError('demographics must be None, "uniform" or a non-empty list of groups')
+            object.__setattr__(self, "demographics", groups)
+        self._check_model("Instruct", "llm")
+
+    @property
+    def groups(self) -> tuple | None:
+        return GROUPS if self.demographics == "uniform" else self.demographics
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ def criteria_text(criteria=None) -> str:
         chosen = CATEGORIES
     elif isinstance(criteria, dict):
         chosen = {str(k): str(v) for k, v in criteria.items()}
+    elif criteria and all(isinstance(c, tuple) for c in criteria):  # frozen {name: description} pairs
+        chosen = dict(criteria)
     else:
         names = [criteria] if isinstance(criteria, str) else list(criteria)
         unknown = [n for n in names if n not in CATEGORIES]

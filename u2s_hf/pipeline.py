@@ -9,11 +9,11 @@ import datasets
 
 from . import runtime
 from .config import PRESETS, field_names
-from .stages import Edit, Inspect
+from .stages import Caption, Edit, Inspect, Instruct
 
 logger = logging.getLogger("u2s_hf")
 
-STAGE_CLASSES = {"inspect": Inspect, "edit": Edit}
+STAGE_CLASSES = {"inspect": Inspect, "caption": Caption, "instruct": Instruct, "edit": Edit}
 MAP_BATCH_SIZE = 16
 WRITER_BATCH_SIZE = 64  # image outputs: keep Arrow writer buffers small
 
@@ -24,6 +24,8 @@ class Preset:
 
     name: str
     inspect: Inspect | None = None
+    caption: Caption | None = None
+    instruct: Instruct | None = None
     edit: Edit | None = None
 
     @property

@@ -1,4 +1,6 @@
+from .caption import Caption
 from .edit import Edit
 from .inspect import Inspect
+from .instruct import Instruct
 
-__all__ = ["Edit", "Inspect"]
+__all__ = ["Caption", "Edit", "Inspect", "Instruct"]

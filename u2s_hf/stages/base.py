@@ -92,3 +92,10 @@ def require(batch, name: str, stage: str) -> list:
         raise KeyError(f"{stage}: column {name!r} not found (columns: {sorted(batch)}); "
                        f"pass image_column=... if the images are elsewhere")
     return list(batch[name])
+
+
+def join_errors(first: str | None, second: str | None) -> str | None:
+    """Both reasons, when a row collects more than one."""
+    if first and second:
+        return f"{first}; {second}"
+    return first or second

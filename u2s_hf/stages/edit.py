@@ -6,7 +6,7 @@ import datasets
 from .. import images, runtime
 from ..config import EditConfig
 from ..editors import redact
-from .base import ERROR, STATUS, Stage, column, require
+from .base import ERROR, STATUS, Stage, column, join_errors, require
 
 NOTHING_LOCATED = "flagged, but no region was located: whole image obscured"
 
@@ -54,15 +54,11 @@ class Edit(Stage):
             if boxes:
                 return images.clean(redact.redact(rgb, boxes, c.method, c.margin, c.cells)), "redacted", error
             if c.unlocated == "drop":
-                return None, "dropped", _join(error, "flagged, but no region was located: dropped")
-            return images.clean(redact.obscure(rgb, c.whole_image_cells)), "redacted", _join(error, NOTHING_LOCATED)
+                return None, "dropped", join_errors(error, "flagged, but no region was located: dropped")
+            return images.clean(redact.obscure(rgb, c.whole_image_cells)), "redacted", join_errors(error, NOTHING_LOCATED)
         except Exception as exc:  # fail closed: the original pixels must not go out
             reason = f"redaction failed ({type(exc).__name__}: {exc})"[:200]
             try:
-                return images.clean(redact.obscure(rgb, c.whole_image_cells)), "redacted", _join(error, reason)
+                return images.clean(redact.obscure(rgb, c.whole_image_cells)), "redacted", join_errors(error, reason)
             except Exception:
-                return None, "dropped", _join(error, reason)
-
-
-def _join(first: str | None, second: str) -> str:
-    return f"{first}; {second}" if first else second
+                return None, "dropped", join_errors(error, reason)

@@ -3,16 +3,22 @@ from __future__ import annotations
 
 import datasets
 
-from .. import images, runtime
+from .. import answers, images, prompts, runtime
 from ..backends import detectors
+from ..backends.chat import ChatRequest, failure, load_chat
 from ..config import InspectConfig
+from ..criteria import criteria_text
 from .base import DETECTIONS, ERROR, STATUS, Stage, require
+
+NOT_UNDERSTOOD = "flag answer not understood: counted as flagged"
 
 
 class Inspect(Stage):
-    """Map function adding `privacy_flag`, `detections`, `u2s_status` ("error" or None) and `u2s_error`.
+    """Map function adding `privacy_flag`, `detections`, `u2s_status` ("error" or None) and `u2s_error`
+    (+ the model's raw answer in `debug_column`, when set).
 
-    Uncertain means flagged: a row that cannot be decoded or whose detector fails gets privacy_flag=True.
+    Uncertain means flagged: a row that cannot be decoded, whose detector or model request fails, or whose answer
+    cannot be read gets privacy_flag=True.
     """
 
     config_class = InspectConfig
@@ -20,33 +26,58 @@ class Inspect(Stage):
 
     def features(self):
         c = self.config
-        return datasets.Features({c.output_column: datasets.Value("bool"), c.detections_column: DETECTIONS,
-                                  "u2s_status": STATUS, "u2s_error": ERROR})
+        columns = {c.output_column: datasets.Value("bool"), c.detections_column: DETECTIONS,
+                   "u2s_status": STATUS, "u2s_error": ERROR}
+        if c.debug_column:
+            columns[c.debug_column] = datasets.Value("string")
+        return datasets.Features(columns)
 
     def __call__(self, batch, rank=None):
         c = self.config
         values = require(batch, c.image_column, "Inspect")
+        n = len(values)
+        flags, found, statuses, errors, raw = [True] * n, [[] for _ in range(n)], [None] * n, [None] * n, [None] * n
+        decoded = {}
+        for i, value in enumerate(values):
+            try:
+                decoded[i] = images.decode(value, c.max_pixels or images.MAX_PIXELS)
+            except images.ImageError as exc:
+                statuses[i], errors[i] = "error", str(exc)
+        if c.backend == "detectors":
+            self._detect(decoded, flags, found, statuses, errors, rank)
+        else:
+            self._ask(decoded, flags, statuses, errors, raw)
+        columns = {c.output_column: flags, c.detections_column: found, "u2s_status": statuses, "u2s_error": errors}
+        if c.debug_column:
+            columns[c.debug_column] = raw
+        return self.typed(columns)
+
+    def _detect(self, decoded, flags, found, statuses, errors, rank):
+        c = self.config
         threads = runtime.configure_threads(c.threads)
         device = runtime.device_for(rank)
         faces = detectors.load_face_detector(device, threads) if c.faces else None
         text = detectors.load_text_detector(device, threads, c.text_max_side) if c.text else None
-        flags, found, statuses, errors = [], [], [], []
-        for value in values:
-            flag, dets, status, error = True, [], None, None
+        for i, rgb in decoded.items():
             try:
-                rgb = images.decode(value, c.max_pixels or images.MAX_PIXELS)
                 if faces is not None:
-                    dets += faces(rgb, c.face_threshold, c.face_max_side)
+                    found[i] += faces(rgb, c.face_threshold, c.face_max_side)
                 if text is not None:
-                    dets += text(rgb, c.text_threshold)
-                flag = bool(dets)
-            except images.ImageError as exc:
-                status, error = "error", str(exc)
+                    found[i] += text(rgb, c.text_threshold)
+                flags[i] = bool(found[i])
             except Exception as exc:  # a detector failing on one row must not end the run
-                status, error = "error", f"detector failed: {type(exc).__name__}: {exc}"[:200]
-            flags.append(flag)
-            found.append(dets)
-            statuses.append(status)
-            errors.append(error)
-        return self.typed({c.output_column: flags, c.detections_column: found,
-                           "u2s_status": statuses, "u2s_error": errors})
+                statuses[i], errors[i] = "error", f"detector failed: {type(exc).__name__}: {exc}"[:200]
+
+    def _ask(self, decoded, flags, statuses, errors, raw):
+        c = self.config
+        prompt = prompts.render("flag", criteria=criteria_text(c.criteria))
+        rows = list(decoded)
+        replies = load_chat(c).complete([ChatRequest(prompt, decoded[i], c.max_new_tokens) for i in rows])
+        for i, answer in zip(rows, replies):
+            if isinstance(answer, Exception):
+                statuses[i], errors[i] = "error", failure(answer)
+                continue
+            raw[i] = answer
+            flags[i], understood = answers.parse_flag(answer)
+            if not understood:
+                errors[i] = NOT_UNDERSTOOD

@@ -1,0 +1,53 @@
+"""Stage 1b: a privacy review, a private caption and a public caption for each flagged row."""
+from __future__ import annotations
+
+import datasets
+
+from .. import answers, images, prompts
+from ..backends.chat import ChatRequest, failure, load_chat
+from ..config import CaptionConfig
+from ..criteria import criteria_text
+from .base import ERROR, STATUS, Stage, column, join_errors, require
+
+
+class Caption(Stage):
+    """Map function adding `privacy_review`, `c_priv`, `c_pub` (None for unflagged rows), `u2s_status`, `u2s_error`.
+
+    A row whose answer has no public caption, or whose request fails, gets status "error" and keeps its flag, so
+    later stages fail closed; the raw answer is never used as a public caption.
+    """
+
+    config_class = CaptionConfig
+    name = "caption"
+
+    def features(self):
+        text = datasets.Value("string")
+        return datasets.Features({"privacy_review": datasets.List(text), "c_priv": text, "c_pub": text,
+                                  "u2s_status": STATUS, "u2s_error": ERROR})
+
+    def __call__(self, batch, rank=None):
+        c = self.config
+        values = require(batch, c.image_column, "Caption")
+        n = len(values)
+        statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
+        reviews, private, public = [None] * n, [None] * n, [None] * n
+        prompt = prompts.render("caption", criteria=criteria_text(c.criteria))
+        asked, requests = [], []
+        for i, (value, flag) in enumerate(zip(values, column(batch, c.flag_column, n))):
+            if flag is False or statuses[i] == "error":
+                continue  # unflagged rows cost nothing; error rows are already failing closed
+            try:
+                requests.append(ChatRequest(prompt, images.decode(value), c.max_new_tokens))
+                asked.append(i)
+            except images.ImageError as exc:
+                statuses[i], errors[i] = "error", str(exc)
+        for i, answer in zip(asked, load_chat(c).complete(requests) if requests else []):
+            try:
+                if isinstance(answer, Exception):
+                    raise answers.AnswerError(failure(answer))
+                captions = answers.parse_captions(answer)
+                reviews[i], private[i], public[i] = captions.review, captions.private, captions.public
+            except answers.AnswerError as exc:
+                statuses[i], errors[i] = "error", join_errors(errors[i], str(exc))
+        return self.typed({"privacy_review": reviews, "c_priv": private, "c_pub": public,
+                           "u2s_status": statuses, "u2s_error": errors})

@@ -1,0 +1,80 @@
+"""Stage 1c: an identity-neutral edit instruction from the public caption alone, and its merge with that caption."""
+from __future__ import annotations
+
+import datasets
+import xxhash
+
+from .. import answers, prompts
+from ..backends.chat import ChatRequest, failure, load_chat
+from ..config import InstructConfig
+from .base import ERROR, STATUS, Stage, column, join_errors, require
+
+
+class Instruct(Stage):
+    """Map function adding `c_edit`, `c_llm` (when merge=True), `u2s_status`, `u2s_error`.
+
+    The model never sees the image or the private caption. Rows without a public caption get None.
+    """
+
+    config_class = InstructConfig
+    name = "instruct"
+
+    def features(self):
+        text = datasets.Value("string")
+        names = ["c_edit", "c_llm"] if self.config.merge else ["c_edit"]
+        return datasets.Features({**{name: text for name in names}, "u2s_status": STATUS, "u2s_error": ERROR})
+
+    def group_for(self, key) -> str | None:
+        """The demographic group drawn for a row: the same for the same seed and row key, in any process."""
+        groups = self.config.groups
+        if not groups:
+            return None
+        return groups[xxhash.xxh64_intdigest(f"{self.config.seed}:{key}".encode()) % len(groups)]
+
+    def __call__(self, batch, rank=None):
+        c = self.config
+        public = require(batch, "c_pub", "Instruct")
+        n = len(public)
+        statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
+        keys = column(batch, c.key_column, n) if c.key_column else public
+        classes = [self._class_name(v) for v in column(batch, c.class_column, n)] if c.class_column else [None] * n
+        chat = load_chat(c)
+        asked = [i for i in range(n) if public[i]]
+        edits = self._ask(chat, asked, statuses, errors, "edit instruction", lambda i: prompts.render(
+            "instruct", public_caption=public[i], demographics=self._demographic_line(keys[i])), c.max_new_tokens)
+        out = {"c_edit": edits}
+        if c.merge:
+            merged = [i for i in asked if edits[i]]
+            out["c_llm"] = self._ask(chat, merged, statuses, errors, "merged caption", lambda i: prompts.render(
+                "merge", public_caption=public[i], edit=edits[i], class_hint=_class_hint(classes[i])),
+                c.merge_max_new_tokens)
+        return self.typed({**out, "u2s_status": statuses, "u2s_error": errors})
+
+    def _ask(self, chat, rows, statuses, errors, what, prompt_for, max_new_tokens) -> list:
+        results = [None] * len(statuses)
+        replies = chat.complete([ChatRequest(prompt_for(i), None, max_new_tokens) for i in rows]) if rows else []
+        for i, answer in zip(rows, replies):
+            try:
+                if isinstance(answer, Exception):
+                    raise answers.AnswerError(failure(answer))
+                results[i] = answers.parse_phrase(answer, what)
+            except answers.AnswerError as exc:
+                statuses[i], errors[i] = "error", join_errors(errors[i], str(exc))
+        return results
+
+    def _demographic_line(self, key) -> str:
+        group = self.group_for(key)
+        return f"- Make the people appear {group}." if group else ""
+
+    def _class_name(self, value):
+        names = self.config.class_names
+        if isinstance(value, int) and not isinstance(value, bool):
+            if names is None:
+                raise ValueError(f"class column {self.config.class_column!r} holds integers: pass class_names=... "
+                                 f"(e.g. ds.features[{self.config.class_column!r}].names)")
+            return names[value]
+        return value
+
+
+def _class_hint(name) -> str:
+    return f'The caption must still describe an image of "{name}".' if name else ""
