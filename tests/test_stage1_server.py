@@ -145,9 +145,11 @@ def test_a_whole_chain_fails_closed(server, rows):
 
 
 def test_model_settings_are_checked():
-    with pytest.raises(ValueError, match="not available yet"):
-        u2s.Caption(backend="vlm", model="x")
+    with pytest.raises(ValueError, match="unknown"):
+        u2s.Caption(backend="llm", model="x")
     with pytest.raises(ValueError, match="base_url"):
-        u2s.Instruct(model="x")
+        u2s.Instruct(backend="server", model="x")
+    with pytest.raises(ValueError, match="needs model"):
+        u2s.Caption()
     with pytest.raises(ValueError, match="max_new_tokens >= 300"):
         u2s.Caption(model="x", base_url="http://h/v1", max_new_tokens=50)

@@ -5,9 +5,13 @@ from .config import STATUSES, CaptionConfig, EditConfig, InspectConfig, Instruct
 from .pipeline import Preset, anonymize, preset  # noqa: E402
 from .stages import Caption, Edit, Inspect, Instruct  # noqa: E402
 
-# Ready map functions with the lite preset's settings: ds.map(u2s.inspect, batched=True).
+# Ready map functions: ds.map(u2s.inspect, batched=True). inspect/edit: the lite preset (offline, CPU);
+# caption/instruct: the paper preset's models (loaded on first use).
 inspect = preset("lite").inspect
 edit = preset("lite").edit
+caption = preset("paper").caption
+instruct = preset("paper").instruct
 
 __all__ = ["Caption", "CaptionConfig", "Edit", "EditConfig", "Inspect", "InspectConfig", "Instruct",
-           "InstructConfig", "Preset", "STATUSES", "__version__", "anonymize", "edit", "inspect", "preset"]
+           "InstructConfig", "Preset", "STATUSES", "__version__", "anonymize", "caption", "edit", "inspect", "instruct",
+           "preset"]

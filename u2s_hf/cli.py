@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return _anonymize(args)
-    except (sources.SourceError, hub.ReleaseError, ValueError, TypeError) as exc:
+    except (sources.SourceError, hub.ReleaseError, ValueError, TypeError, OSError) as exc:
         print(f"u2s: error: {exc}", file=sys.stderr)
         return 2
 

@@ -22,12 +22,20 @@ def freeze_criteria(criteria):
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """Where a Stage-1 language model runs. backend "server": an OpenAI-compatible endpoint at `base_url` serving
-    `model` (the API key, if any, comes from OPENAI_API_KEY and is never part of a config or a cache key)."""
+    """Where a Stage-1 language model runs.
+
+    backend "vlm" / "llm": transformers in this process, `model` a Hub id or a local folder (+ `revision`), batched
+    `batch_size` rows at a time; dtype "auto" is bfloat16 on CUDA, float32 on CPU. backend "server": an
+    OpenAI-compatible endpoint at `base_url` serving `model` (an API key, if any, comes from OPENAI_API_KEY and is
+    never part of a config or a cache key). Images are shrunk to `image_max_side` before the model sees them.
+    """
 
     backend: str = "server"
     model: str | None = None
     revision: str | None = None
+    dtype: str = "auto"
+    batch_size: int = 8
+    trust_remote_code: bool = False
     base_url: str | None = None
     concurrency: int = 16
     timeout: float = 120.0
@@ -35,15 +43,16 @@ class ModelSettings:
     image_max_side: int = 1024
 
     def _check_model(self, stage: str, local: str):
-        if self.backend == local:
-            raise ValueError(f"{stage}(backend={local!r}) runs models with transformers, which is not available "
-                             f"yet; serve the model (vLLM/SGLang) and use backend='server'")
-        if self.backend != "server":
-            raise ValueError(f"{stage} backend {self.backend!r} is unknown; use 'server'")
-        if not self.model or not self.base_url:
-            raise ValueError(f"{stage}(backend='server') needs model=... and base_url=...")
-        if self.concurrency < 1 or self.timeout <= 0 or self.retries < 0:
-            raise ValueError("concurrency must be >= 1, timeout > 0 and retries >= 0")
+        if self.backend not in (local, "server"):
+            raise ValueError(f"{stage} backend {self.backend!r} is unknown; use {local!r} or 'server'")
+        if not self.model:
+            raise ValueError(f"{stage} needs model=... (a Hub id or a local folder)")
+        if self.backend == "server" and not self.base_url:
+            raise ValueError(f"{stage}(backend='server') needs base_url=...")
+        if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise ValueError("dtype must be auto, bfloat16, float16 or float32")
+        if self.concurrency < 1 or self.timeout <= 0 or self.retries < 0 or self.batch_size < 1:
+            raise ValueError("concurrency and batch_size must be >= 1, timeout > 0 and retries >= 0")
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,7 @@ class InspectConfig(ModelSettings):
 class CaptionConfig(ModelSettings):
     """Privacy review, private and public captions for flagged rows (unflagged rows cost nothing)."""
 
+    backend: str = "vlm"
     criteria: object = None
     max_new_tokens: int = 400
     image_column: str = "image"
@@ -110,6 +120,7 @@ class InstructConfig(ModelSettings):
     integer labels to names). key_column: a stable row id for the demographic draw (default: the public caption).
     """
 
+    backend: str = "llm"
     merge: bool = True
     class_column: str | None = None
     class_names: tuple | None = None
@@ -166,9 +177,18 @@ class EditConfig:
             raise ValueError("margin must be >= 0 and cells >= 1")
 
 
+# The paper's Stage-1 models. InternVL3-8B-hf is the InternVL family in transformers' native format (no
+# trust_remote_code); the paper used InternVL2.5-8B, which only exists as remote code. Revisions are not pinned:
+# pinning needs the full commit hash, which could not be read from here (see the README).
+VLM = "OpenGVLab/InternVL3-8B-hf"
+LLM = "Qwen/Qwen3-4B-Instruct-2507"
+
 # name -> {stage attribute: config}; the order is the order the stages run in.
 PRESETS: dict[str, dict[str, object]] = {
     "lite": {"inspect": InspectConfig(), "edit": EditConfig()},
+    # The diffusion editor is not there yet: flagged rows are redacted where possible, else obscured whole.
+    "paper": {"inspect": InspectConfig(backend="vlm", model=VLM), "caption": CaptionConfig(model=VLM),
+              "instruct": InstructConfig(model=LLM), "edit": EditConfig()},
 }
 
 

@@ -34,13 +34,26 @@ def build(ds, preset, timings: dict, source: str | None = None) -> dict:
         "source": source,
         "preset": preset.name,
         "stages": {stage.name: dataclasses.asdict(stage.config) for stage in preset.stages},
-        "models": detectors.describe() if preset.inspect else {},
+        "models": models_of(preset),
         "counts": counts,
         "timings_s": timings,
         "rows_per_s": round(rows / seconds, 3) if seconds else None,
         "versions": {**{p: runtime.package_version(p) for p in PACKAGES}, "code": runtime.code_version(),
                      "python": platform.python_version()},
     }
+
+
+def models_of(preset) -> dict:
+    """What each model-using stage ran: detectors in detail, language models by id, revision and backend."""
+    models = {}
+    for stage in preset.stages:
+        backend = getattr(stage.config, "backend", None)
+        if backend == "detectors":
+            models.update(detectors.describe())
+        elif backend is not None:
+            models[stage.name] = {"model": stage.config.model, "revision": stage.config.revision or "main",
+                                  "package": backend}
+    return models
 
 
 def summary_line(report: dict, out: str) -> str:

@@ -1,7 +1,9 @@
 """What a Stage-1 stage asks a language model: a prompt, maybe an image, and a token budget."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import functools
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -15,15 +17,29 @@ class ChatRequest:
     max_new_tokens: int = 64
 
 
-def load_chat(settings):
-    """The process's client for a stage's model settings (`config.ModelSettings`)."""
-    from ..config import ModelSettings
-    from .server import ServerChat
+def load_chat(settings, rank=None) -> Callable[[list[ChatRequest]], list]:
+    """`complete(requests) -> answers` for a stage's model settings (`config.ModelSettings`).
 
-    key = tuple(getattr(settings, f.name) for f in fields(ModelSettings))
-    return runtime.cached_model(("chat", *key), lambda: ServerChat(
-        settings.base_url, settings.model, concurrency=settings.concurrency, timeout=settings.timeout,
-        retries=settings.retries, image_max_side=settings.image_max_side))
+    Local models are loaded once per process and device, and shared by every stage that names the same model.
+    """
+    if settings.backend == "server":
+        from .server import ServerChat
+
+        key = tuple(getattr(settings, name) for name in ("base_url", "model", "concurrency", "timeout", "retries",
+                                                          "image_max_side"))
+        return runtime.cached_model(("server", *key), lambda: ServerChat(
+            settings.base_url, settings.model, concurrency=settings.concurrency, timeout=settings.timeout,
+            retries=settings.retries, image_max_side=settings.image_max_side)).complete
+    from .local import LocalChat
+
+    runtime.configure_threads()
+    device = runtime.device_for(rank)
+    vision = settings.backend == "vlm"
+    model = runtime.cached_model(
+        (settings.backend, settings.model, settings.revision, settings.dtype, device),
+        lambda: LocalChat(settings.model, settings.revision, device, vision, settings.dtype,
+                          settings.trust_remote_code))
+    return functools.partial(model.complete, batch_size=settings.batch_size, image_max_side=settings.image_max_side)
 
 
 def failure(exc: Exception) -> str:

@@ -41,7 +41,7 @@ class Caption(Stage):
                 asked.append(i)
             except images.ImageError as exc:
                 statuses[i], errors[i] = "error", str(exc)
-        for i, answer in zip(asked, load_chat(c).complete(requests) if requests else []):
+        for i, answer in zip(asked, load_chat(c, rank)(requests) if requests else []):
             try:
                 if isinstance(answer, Exception):
                     raise answers.AnswerError(failure(answer))

@@ -46,7 +46,7 @@ class Inspect(Stage):
         if c.backend == "detectors":
             self._detect(decoded, flags, found, statuses, errors, rank)
         else:
-            self._ask(decoded, flags, statuses, errors, raw)
+            self._ask(decoded, flags, statuses, errors, raw, rank)
         columns = {c.output_column: flags, c.detections_column: found, "u2s_status": statuses, "u2s_error": errors}
         if c.debug_column:
             columns[c.debug_column] = raw
@@ -68,11 +68,11 @@ class Inspect(Stage):
             except Exception as exc:  # a detector failing on one row must not end the run
                 statuses[i], errors[i] = "error", f"detector failed: {type(exc).__name__}: {exc}"[:200]
 
-    def _ask(self, decoded, flags, statuses, errors, raw):
+    def _ask(self, decoded, flags, statuses, errors, raw, rank):
         c = self.config
         prompt = prompts.render("flag", criteria=criteria_text(c.criteria))
         rows = list(decoded)
-        replies = load_chat(c).complete([ChatRequest(prompt, decoded[i], c.max_new_tokens) for i in rows])
+        replies = load_chat(c, rank)([ChatRequest(prompt, decoded[i], c.max_new_tokens) for i in rows]) if rows else []
         for i, answer in zip(rows, replies):
             if isinstance(answer, Exception):
                 statuses[i], errors[i] = "error", failure(answer)

@@ -38,21 +38,21 @@ class Instruct(Stage):
         statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
         keys = column(batch, c.key_column, n) if c.key_column else public
         classes = [self._class_name(v) for v in column(batch, c.class_column, n)] if c.class_column else [None] * n
-        chat = load_chat(c)
+        complete = load_chat(c, rank)
         asked = [i for i in range(n) if public[i]]
-        edits = self._ask(chat, asked, statuses, errors, "edit instruction", lambda i: prompts.render(
+        edits = self._ask(complete, asked, statuses, errors, "edit instruction", lambda i: prompts.render(
             "instruct", public_caption=public[i], demographics=self._demographic_line(keys[i])), c.max_new_tokens)
         out = {"c_edit": edits}
         if c.merge:
             merged = [i for i in asked if edits[i]]
-            out["c_llm"] = self._ask(chat, merged, statuses, errors, "merged caption", lambda i: prompts.render(
+            out["c_llm"] = self._ask(complete, merged, statuses, errors, "merged caption", lambda i: prompts.render(
                 "merge", public_caption=public[i], edit=edits[i], class_hint=_class_hint(classes[i])),
                 c.merge_max_new_tokens)
         return self.typed({**out, "u2s_status": statuses, "u2s_error": errors})
 
-    def _ask(self, chat, rows, statuses, errors, what, prompt_for, max_new_tokens) -> list:
+    def _ask(self, complete, rows, statuses, errors, what, prompt_for, max_new_tokens) -> list:
         results = [None] * len(statuses)
-        replies = chat.complete([ChatRequest(prompt_for(i), None, max_new_tokens) for i in rows]) if rows else []
+        replies = complete([ChatRequest(prompt_for(i), None, max_new_tokens) for i in rows]) if rows else []
         for i, answer in zip(rows, replies):
             try:
                 if isinstance(answer, Exception):

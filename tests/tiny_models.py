@@ -1,0 +1,85 @@
+"""Tiny random-weight chat models built offline from configs, saved with save_pretrained and loaded back by path
+the way users load Hub ids. `script` makes a random model answer a chosen text through the real generate() path
+(a growing sequence_bias along the answer's tokens, stored in generation_config.json)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+            "<|video_pad|>"]
+# ChatML: a message per turn; an image part becomes the vision placeholder the Qwen2-VL processor expands.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}<|im_start|>{{ message['role'] }}\n"
+    "{%- if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{%- for part in message['content'] %}{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor -%}{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif -%}")
+
+
+def tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from u2s_hf import prompts
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [prompts.template(n) for n in ("flag", "caption", "instruct", "merge")] + ["A person walks a dog."]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=CHAT_TEMPLATE, padding_side="left")
+
+
+def script(model, tok, answer: str) -> None:
+    ids = tok.encode(answer, add_special_tokens=False) + [tok.eos_token_id]
+    model.generation_config.sequence_bias = [[ids[: i + 1], 50.0 * (i + 1) ** 2] for i in range(len(ids))]
+
+
+def vlm(folder: Path, answer: str) -> Path:
+    """A tiny Qwen2.5-VL that answers `answer` to any image and prompt."""
+    from transformers import (GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
+    tok = tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
+    config = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, bos_token_id=None,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [1, 1, 2]}),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                           fullatt_block_indexes=[1]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                               do_sample=False)
+    script(model, tok, answer)
+    model.save_pretrained(folder)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2,
+                                              temporal_patch_size=2),
+        video_processor=Qwen2VLVideoProcessor(min_pixels=28 * 28, max_pixels=56 * 56),
+        tokenizer=tok, chat_template=CHAT_TEMPLATE)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def chat_lm(folder: Path, answer: str) -> Path:
+    """A tiny Qwen3 chat LM that answers `answer` to any prompt."""
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    tok = tokenizer()
+    model = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=4096, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, bos_token_id=None, tie_word_embeddings=True))
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                               do_sample=False)
+    script(model, tok, answer)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -1,0 +1,76 @@
+"""Stage-1 models run in this process with transformers: a vision-language model (AutoModelForImageTextToText) or
+a chat LM (AutoModelForCausalLM), loaded by Hub id or local folder with `from_pretrained`, batched with left
+padding and greedy decoding. Generation settings go to `generate()`; the model's generation_config stays as loaded.
+"""
+from __future__ import annotations
+
+from PIL import Image
+
+from .. import images
+from .chat import ChatRequest
+
+
+class LocalChat:
+    def __init__(self, model_id: str, revision: str | None, device: str, vision: bool, dtype: str = "auto",
+                 trust_remote_code: bool = False):
+        import torch
+        import transformers
+
+        self.device, self.vision = device, vision
+        on_gpu = device.startswith("cuda")
+        torch_dtype = {"auto": torch.bfloat16 if on_gpu else torch.float32, "bfloat16": torch.bfloat16,
+                       "float16": torch.float16, "float32": torch.float32}[dtype]
+        common = {"revision": revision, "trust_remote_code": trust_remote_code}
+        if vision:
+            self.processor = transformers.AutoProcessor.from_pretrained(model_id, **common)
+            self.tokenizer = self.processor.tokenizer
+            model_class = transformers.AutoModelForImageTextToText
+        else:
+            self.processor = self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_id, **common)
+            model_class = transformers.AutoModelForCausalLM
+        self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
+        self.model = model_class.from_pretrained(model_id, dtype=torch_dtype, use_safetensors=True,
+                                                 attn_implementation="sdpa" if on_gpu else None, **common)
+        self.model.to(device).eval()
+
+    def complete(self, requests: list[ChatRequest], batch_size: int = 8,
+                 image_max_side: int = 1024) -> list[str | Exception]:
+        """Answers in request order; a batch that fails is retried row by row so one bad row fails alone."""
+        results: list = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: requests[i].max_new_tokens)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            try:
+                answers = self._generate([requests[i] for i in chunk], image_max_side)
+            except Exception:
+                answers = []
+                for i in chunk:
+                    try:
+                        answers += self._generate([requests[i]], image_max_side)
+                    except Exception as exc:
+                        answers.append(exc)
+            for i, answer in zip(chunk, answers):
+                results[i] = answer
+        return results
+
+    def _generate(self, requests: list[ChatRequest], image_max_side: int) -> list[str]:
+        import torch
+
+        conversations = [[{"role": "user", "content": self._content(r, image_max_side)}] for r in requests]
+        template = {"add_generation_prompt": True, "tokenize": True, "return_dict": True, "return_tensors": "pt"}
+        if self.vision:
+            inputs = self.processor.apply_chat_template(conversations, processor_kwargs={"padding": True}, **template)
+        else:
+            inputs = self.tokenizer.apply_chat_template(conversations, padding=True, **template)
+        inputs = inputs.to(self.device)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, max_new_tokens=max(r.max_new_tokens for r in requests),
+                                         do_sample=False)
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def _content(self, request: ChatRequest, image_max_side: int):
+        if request.image is None:
+            return request.prompt if not self.vision else [{"type": "text", "text": request.prompt}]
+        small, _ = images.resize_to_max_side(request.image, image_max_side)
+        return [{"type": "image", "image": Image.fromarray(small)}, {"type": "text", "text": request.prompt}]
