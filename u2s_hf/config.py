@@ -62,8 +62,9 @@ class InspectConfig(ModelSettings):
     backend "detectors": real face (CenterFace) and text (RapidOCR) detectors, offline on a CPU. A row is flagged
     when a face scores at least `face_threshold`, or a text line with at least two letters/digits is read with a
     confidence of at least `text_threshold`.
-    backend "server": a vision-language model answers PRIVACY_FLAG: TRUE/FALSE against `criteria` (None: the nine
-    categories; a list of category names; or {name: description}); an unreadable answer counts as TRUE.
+    backend "vlm" (transformers) or "server": a vision-language model answers PRIVACY_FLAG: TRUE/FALSE against
+    `criteria` (None: the nine categories; a list of category names; or {name: description}); an unreadable answer
+    counts as TRUE.
     """
 
     backend: str = "detectors"
