@@ -69,7 +69,8 @@ def main() -> None:
         start = time.perf_counter()
         source.map(stage, batched=True, batch_size=args.batch_size, new_fingerprint=f"bench-{name}-{time.time()}")
         mapped = time.perf_counter() - start
-        print(f"  {name:26s} map {mapped:6.2f} s   direct {direct:6.2f} s   ratio {mapped / direct:.2f}x (goal <= 1.10x)")
+        print(f"  {name:26s} map {mapped:6.2f} s   direct {direct:6.2f} s   "
+              f"ratio {mapped / direct:.2f}x (goal <= 1.10x)")
 
 
 if __name__ == "__main__":

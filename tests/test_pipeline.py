@@ -118,3 +118,20 @@ def test_custom_column_names(photos):
     assert "img" not in out.column_names and out[0]["u2s_status"] == "redacted"
     with pytest.raises(ValueError, match="image column"):
         u2s.anonymize(ds)
+
+
+def test_a_failing_redaction_falls_back_to_obscuring_then_dropping(photos, monkeypatch):
+    from u2s_hf.editors import redact
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    ds = corpus.image_dataset({"astronaut": photos["astronaut"]})
+    monkeypatch.setattr(redact, "redact", broken)
+    row = u2s.anonymize(ds)[0]
+    assert row["u2s_status"] == "redacted" and "redaction failed" in row["u2s_error"]
+    before, after = corpus.pixels(photos["astronaut"]), corpus.pixels(row["safe_image"])
+    assert np.abs(after.astype(int) - before).mean() > 5
+    monkeypatch.setattr(redact, "obscure", broken)
+    row = u2s.anonymize(ds)[0]
+    assert row["u2s_status"] == "dropped" and row["safe_image"] is None

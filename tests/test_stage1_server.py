@@ -75,7 +75,8 @@ def test_custom_criteria_reach_the_prompt_and_the_cache_key(server, rows):
     prompt = server.requests[-1]["messages"][0]["content"][1]["text"]
     assert "- faces: any human face" in prompt and "health" not in prompt
     assert Hasher.hash(narrow) != Hasher.hash(u2s.Inspect(**settings(server)))
-    assert Hasher.hash(u2s.Inspect(**settings(server, model="org/other"))) != Hasher.hash(u2s.Inspect(**settings(server)))
+    other_model = u2s.Inspect(**settings(server, model="org/other"))
+    assert Hasher.hash(other_model) != Hasher.hash(u2s.Inspect(**settings(server)))
 
 
 def test_captions_only_for_flagged_rows_and_errors_fail_closed(server, rows):
@@ -85,7 +86,8 @@ def test_captions_only_for_flagged_rows_and_errors_fail_closed(server, rows):
     assert len(server.requests) - before == 4  # coffee was not flagged: no request
     grace = out[2]
     assert grace["c_pub"] == "A person in a dark uniform in front of a flag."
-    assert "COMO HOPPER" in grace["c_priv"] and grace["privacy_review"][1] == "name tag: professional and school settings"
+    assert "COMO HOPPER" in grace["c_priv"]
+    assert grace["privacy_review"][1] == "name tag: professional and school settings"
     assert out[3]["c_pub"] is None and out[3]["u2s_status"] is None
     camera, astronaut = out[1], out[0]
     assert camera["u2s_status"] == "error" and "PUBLIC_CAPTION" in camera["u2s_error"] and camera["c_pub"] is None

@@ -33,14 +33,19 @@ def tokenizer():
 
 
 def script(model, tok, answer: str) -> None:
+    """Greedy decoding of `model` will say `answer`, then stop: biases that grow along the answer's tokens."""
+    from transformers import GenerationConfig
+
     ids = tok.encode(answer, add_special_tokens=False) + [tok.eos_token_id]
-    model.generation_config.sequence_bias = [[ids[: i + 1], 50.0 * (i + 1) ** 2] for i in range(len(ids))]
+    model.generation_config = GenerationConfig(
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False,
+        sequence_bias=[[ids[: i + 1], 50.0 * (i + 1) ** 2] for i in range(len(ids))])
 
 
 def vlm(folder: Path, answer: str) -> Path:
     """A tiny Qwen2.5-VL that answers `answer` to any image and prompt."""
-    from transformers import (GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
-                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
 
     tok = tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
@@ -55,8 +60,6 @@ def vlm(folder: Path, answer: str) -> Path:
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                               do_sample=False)
     script(model, tok, answer)
     model.save_pretrained(folder)
     processor = Qwen2_5_VLProcessor(
@@ -70,15 +73,13 @@ def vlm(folder: Path, answer: str) -> Path:
 
 def chat_lm(folder: Path, answer: str) -> Path:
     """A tiny Qwen3 chat LM that answers `answer` to any prompt."""
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     tok = tokenizer()
     model = Qwen3ForCausalLM(Qwen3Config(
         vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, head_dim=8, max_position_embeddings=4096, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id, bos_token_id=None, tie_word_embeddings=True))
-    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                               do_sample=False)
     script(model, tok, answer)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)

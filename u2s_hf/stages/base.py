@@ -11,7 +11,8 @@ import datasets
 import pyarrow as pa
 from datasets.features.features import encode_nested_example
 
-from .. import runtime
+from .. import answers, runtime
+from ..backends.chat import failure
 
 STATUS = datasets.Value("string")
 ERROR = datasets.Value("string")
@@ -92,6 +93,19 @@ def require(batch, name: str, stage: str) -> list:
         raise KeyError(f"{stage}: column {name!r} not found (columns: {sorted(batch)}); "
                        f"pass image_column=... if the images are elsewhere")
     return list(batch[name])
+
+
+def read_replies(rows, replies, parse, statuses, errors) -> dict:
+    """{row: parse(reply)}; a failed request or an unusable answer turns its row into an error row instead."""
+    parsed = {}
+    for i, reply in zip(rows, replies):
+        try:
+            if isinstance(reply, Exception):
+                raise answers.AnswerError(failure(reply))
+            parsed[i] = parse(reply)
+        except answers.AnswerError as exc:
+            statuses[i], errors[i] = "error", join_errors(errors[i], str(exc))
+    return parsed
 
 
 def join_errors(first: str | None, second: str | None) -> str | None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import datasets
 
 from .. import answers, images, prompts
-from ..backends.chat import ChatRequest, failure, load_chat
+from ..backends.chat import ChatRequest, load_chat
 from ..config import CaptionConfig
 from ..criteria import criteria_text
-from .base import ERROR, STATUS, Stage, column, join_errors, require
+from .base import ERROR, STATUS, Stage, column, read_replies, require
 
 
 class Caption(Stage):
@@ -41,13 +41,8 @@ class Caption(Stage):
                 asked.append(i)
             except images.ImageError as exc:
                 statuses[i], errors[i] = "error", str(exc)
-        for i, answer in zip(asked, load_chat(c, rank)(requests) if requests else []):
-            try:
-                if isinstance(answer, Exception):
-                    raise answers.AnswerError(failure(answer))
-                captions = answers.parse_captions(answer)
-                reviews[i], private[i], public[i] = captions.review, captions.private, captions.public
-            except answers.AnswerError as exc:
-                statuses[i], errors[i] = "error", join_errors(errors[i], str(exc))
+        replies = load_chat(c, rank)(requests) if requests else []
+        for i, captions in read_replies(asked, replies, answers.parse_captions, statuses, errors).items():
+            reviews[i], private[i], public[i] = captions.review, captions.private, captions.public
         return self.typed({"privacy_review": reviews, "c_priv": private, "c_pub": public,
                            "u2s_status": statuses, "u2s_error": errors})

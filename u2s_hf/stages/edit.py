@@ -55,10 +55,13 @@ class Edit(Stage):
                 return images.clean(redact.redact(rgb, boxes, c.method, c.margin, c.cells)), "redacted", error
             if c.unlocated == "drop":
                 return None, "dropped", join_errors(error, "flagged, but no region was located: dropped")
-            return images.clean(redact.obscure(rgb, c.whole_image_cells)), "redacted", join_errors(error, NOTHING_LOCATED)
+            return self._obscured(rgb), "redacted", join_errors(error, NOTHING_LOCATED)
         except Exception as exc:  # fail closed: the original pixels must not go out
             reason = f"redaction failed ({type(exc).__name__}: {exc})"[:200]
             try:
-                return images.clean(redact.obscure(rgb, c.whole_image_cells)), "redacted", join_errors(error, reason)
+                return self._obscured(rgb), "redacted", join_errors(error, reason)
             except Exception:
                 return None, "dropped", join_errors(error, reason)
+
+    def _obscured(self, rgb):
+        return images.clean(redact.obscure(rgb, self.config.whole_image_cells))

@@ -5,9 +5,9 @@ import datasets
 import xxhash
 
 from .. import answers, prompts
-from ..backends.chat import ChatRequest, failure, load_chat
+from ..backends.chat import ChatRequest, load_chat
 from ..config import InstructConfig
-from .base import ERROR, STATUS, Stage, column, join_errors, require
+from .base import ERROR, STATUS, Stage, column, read_replies, require
 
 
 class Instruct(Stage):
@@ -51,16 +51,9 @@ class Instruct(Stage):
         return self.typed({**out, "u2s_status": statuses, "u2s_error": errors})
 
     def _ask(self, complete, rows, statuses, errors, what, prompt_for, max_new_tokens) -> list:
-        results = [None] * len(statuses)
         replies = complete([ChatRequest(prompt_for(i), None, max_new_tokens) for i in rows]) if rows else []
-        for i, answer in zip(rows, replies):
-            try:
-                if isinstance(answer, Exception):
-                    raise answers.AnswerError(failure(answer))
-                results[i] = answers.parse_phrase(answer, what)
-            except answers.AnswerError as exc:
-                statuses[i], errors[i] = "error", join_errors(errors[i], str(exc))
-        return results
+        parsed = read_replies(rows, replies, lambda reply: answers.parse_phrase(reply, what), statuses, errors)
+        return [parsed.get(i) for i in range(len(statuses))]
 
     def _demographic_line(self, key) -> str:
         group = self.group_for(key)
