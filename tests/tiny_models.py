@@ -84,3 +84,58 @@ def chat_lm(folder: Path, answer: str) -> Path:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def clip_tokenizer(texts: list[str]):
+    """A small CLIP-style BPE (lower-cased words with an end-of-word suffix), as diffusers' SD pipelines expect."""
+    import json
+
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
+    from tokenizers.models import BPE
+    from transformers import CLIPTokenizer
+
+    bpe = Tokenizer(BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>", continuing_subword_prefix=""))
+    bpe.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                           normalizers.Lowercase()])
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"<\|startoftext\|>|<\|endoftext\|>|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"),
+                             behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    bpe.train_from_iterator(texts, trainer=trainers.BpeTrainer(
+        vocab_size=400, initial_alphabet=alphabet, special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        end_of_word_suffix="</w>", show_progress=False))
+    trained = json.loads(bpe.to_str())["model"]
+    vocab = dict(trained["vocab"])
+    for char in sorted(alphabet):  # every single byte-character must exist as a whole word too
+        vocab.setdefault(char + "</w>", len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def instruct_pix2pix(folder: Path) -> Path:
+    """A tiny StableDiffusionInstructPix2PixPipeline (VAE scale factor 4), saved like a Hub checkpoint."""
+    import torch
+    from diffusers import (AutoencoderKL, EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    tok = clip_tokenizer(["a person with short grey hair in a blue suit", "a realistic image of a cat",
+                          "make the person a tall man with red hair"] * 20)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=8)
+    vae = AutoencoderKL(block_out_channels=(8, 8, 8), norm_num_groups=8, layers_per_block=1, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        sample_size=64)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        max_position_embeddings=77, projection_dim=32, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    scheduler = EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    StableDiffusionInstructPix2PixPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=scheduler, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False).save_pretrained(folder)
+    return folder

@@ -146,12 +146,19 @@ class InstructConfig(ModelSettings):
         return GROUPS if self.demographics == "uniform" else self.demographics
 
 
+PRIORS = ("c_priv", "c_pub", "c_edit", "c_llm", "class")
+
+
 @dataclass(frozen=True)
 class EditConfig:
     """Rewrite flagged rows.
 
-    editor "redact": obscure each detected region (grown by `margin` of its size on every side) with `method`;
-    flagged rows with no region to act on are obscured whole (`unlocated="obscure"`) or dropped ("drop").
+    editor "redact": obscure each detected region (grown by `margin` of its size on every side) with `method`.
+    editor "instruct-pix2pix": edit the image by the text in the `prior` column (c_priv, c_pub, c_edit, c_llm, or
+    "class": "A realistic image of <class>."), fit inside `resolution` by its longest side and resized back; each
+    row has its own seed, drawn from `seed` and a stable row key (`key_column`, else the image's pixels), so
+    results do not depend on batching. A row the editor cannot handle falls back to redaction, with the reason.
+    Flagged rows with no region to redact are obscured whole (`unlocated="obscure"`) or dropped ("drop").
     """
 
     editor: str = "redact"
@@ -160,6 +167,21 @@ class EditConfig:
     cells: int = 8  # pixelate: cells across a region's longer side (8 removes identity; see notes)
     whole_image_cells: int = 16  # pixelate cells across the longer side when a whole image is obscured
     unlocated: str = "obscure"
+    model: str | None = None
+    revision: str | None = None
+    prior: str = "c_edit"
+    class_column: str | None = None
+    class_names: tuple | None = None
+    steps: int = 100
+    guidance_scale: float = 7.5
+    image_guidance_scale: float = 1.5
+    resolution: int = 512
+    seed: int = 0
+    key_column: str | None = None
+    safe_attention: bool = False
+    dtype: str = "auto"  # float16 on CUDA, float32 on CPU
+    cpu_offload: bool = False
+    batch_size: int = 4
     image_column: str = "image"
     output_column: str = "safe_image"
     flag_column: str = "privacy_flag"
@@ -168,14 +190,28 @@ class EditConfig:
     threads: int | None = None
 
     def __post_init__(self):
-        if self.editor != "redact":
-            raise ValueError(f"Edit editor {self.editor!r} is not available; use 'redact'")
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.editor not in ("redact", "instruct-pix2pix"):
+            raise ValueError(f"Edit editor {self.editor!r} is not available; use 'redact' or 'instruct-pix2pix'")
         if self.method not in ("pixelate", "blur", "fill", "inpaint"):
             raise ValueError(f"unknown redaction method {self.method!r}; use pixelate, blur, fill or inpaint")
         if self.unlocated not in ("obscure", "drop"):
             raise ValueError("unlocated must be 'obscure' or 'drop'")
         if self.margin < 0 or self.cells < 1 or self.whole_image_cells < 1:
             raise ValueError("margin must be >= 0 and cells >= 1")
+        if self.editor == "redact":
+            return
+        if not self.model:
+            raise ValueError(f"Edit(editor={self.editor!r}) needs model=... (a Hub id or a local folder)")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}")
+        if self.prior == "class" and not self.class_column:
+            raise ValueError("prior='class' needs class_column=...")
+        if self.safe_attention:
+            raise ValueError("safe_attention is not available yet")
+        if self.steps < 1 or self.resolution < 8 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1, resolution >= 8")
 
 
 # The paper's Stage-1 models. InternVL3-8B-hf is the InternVL family in transformers' native format (no
@@ -183,13 +219,19 @@ class EditConfig:
 # pinning needs the full commit hash, which could not be read from here (see the README).
 VLM = "OpenGVLab/InternVL3-8B-hf"
 LLM = "Qwen/Qwen3-4B-Instruct-2507"
+# InstructPix2Pix fine-tuned on MagicBrush (the checkpoint of the MagicBrush paper, epoch 168), in the diffusers
+# format of a community port; the official osunlp release is an original-format .ckpt only.
+MAGICBRUSH = "vinesmsuic/magicbrush-paper"
 
 # name -> {stage attribute: config}; the order is the order the stages run in.
 PRESETS: dict[str, dict[str, object]] = {
     "lite": {"inspect": InspectConfig(), "edit": EditConfig()},
-    # The diffusion editor is not there yet: flagged rows are redacted where possible, else obscured whole.
+    # FlowEdit is not there yet: flagged rows are redacted where possible, else obscured whole.
     "paper": {"inspect": InspectConfig(backend="vlm", model=VLM), "caption": CaptionConfig(model=VLM),
               "instruct": InstructConfig(model=LLM), "edit": EditConfig()},
+    "paper-ip2p": {"inspect": InspectConfig(backend="vlm", model=VLM), "caption": CaptionConfig(model=VLM),
+                   "instruct": InstructConfig(model=LLM),
+                   "edit": EditConfig(editor="instruct-pix2pix", model=MAGICBRUSH, prior="c_edit")},
 }
 
 

@@ -108,6 +108,16 @@ def read_replies(rows, replies, parse, statuses, errors) -> dict:
     return parsed
 
 
+def class_name(value, names, column_name):
+    """A class label as text: integer labels need their names (e.g. ds.features[column].names)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if names is None:
+            raise ValueError(f"class column {column_name!r} holds integers: pass class_names=... "
+                             f"(e.g. ds.features[{column_name!r}].names)")
+        return names[value]
+    return value
+
+
 def join_errors(first: str | None, second: str | None) -> str | None:
     """Both reasons, when a row collects more than one."""
     if first and second:

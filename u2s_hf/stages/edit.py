@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import datasets
+import xxhash
 
 from .. import images, runtime
 from ..config import EditConfig
 from ..editors import redact
-from .base import ERROR, STATUS, Stage, column, join_errors, require
+from .base import ERROR, STATUS, Stage, class_name, column, join_errors, require
 
 NOTHING_LOCATED = "flagged, but no region was located: whole image obscured"
 
@@ -14,9 +15,11 @@ NOTHING_LOCATED = "flagged, but no region was located: whole image obscured"
 class Edit(Stage):
     """Map function adding `safe_image`, `u2s_status` and `u2s_error`.
 
-    Fail closed: a row whose flag is missing or unknown counts as flagged; a flagged row with no region to redact
-    is obscured whole (or dropped); if redaction itself fails the whole image is obscured; an image that cannot be
-    decoded gets no `safe_image` at all. Unflagged rows keep their decoded pixels, re-encoded without metadata.
+    Fail closed: a row whose flag is missing or unknown counts as flagged; a flagged row the editor cannot handle
+    (no prompt, an editor error, an earlier stage's error) is redacted instead, a flagged row with no region to
+    redact is obscured whole (or dropped), and if redaction itself fails the whole image is obscured; an image that
+    cannot be decoded gets no `safe_image` at all. Unflagged rows keep their decoded pixels, re-encoded without
+    metadata.
     """
 
     config_class = EditConfig
@@ -31,25 +34,76 @@ class Edit(Stage):
         values = require(batch, c.image_column, "Edit")
         n = len(values)
         runtime.configure_threads(c.threads)
-        rows = zip(values, column(batch, c.flag_column, n), column(batch, c.detections_column, n),
-                   column(batch, "u2s_status", n), column(batch, "u2s_error", n))
-        outputs, statuses, errors = [], [], []
-        for value, flag, detections, status, error in rows:
-            output, status, error = self._edit_row(value, flag, detections or [], status, error)
-            outputs.append(output)
-            statuses.append(status)
-            errors.append(error)
+        flags, found = column(batch, c.flag_column, n), column(batch, c.detections_column, n)
+        statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
+        prompts = self._prompts(batch, n) if c.editor != "redact" else [None] * n
+        keys = column(batch, c.key_column, n) if c.key_column else [None] * n
+        outputs, pending = [None] * n, {}
+        for i, value in enumerate(values):
+            try:
+                rgb = images.decode(value, c.max_pixels or images.MAX_PIXELS)
+            except images.ImageError as exc:
+                statuses[i], errors[i] = "error", str(exc)
+                continue
+            if flags[i] is False and statuses[i] != "error":
+                outputs[i], statuses[i], errors[i] = images.clean(rgb), "kept_safe", None
+            elif prompts[i] and statuses[i] != "error":
+                pending[i] = rgb
+            else:
+                reason = None if c.editor == "redact" or statuses[i] == "error" else f"no {c.prior} to edit with"
+                outputs[i], statuses[i], errors[i] = self._redact(rgb, found[i], join_errors(errors[i], reason))
+        for i, result in self._diffuse(pending, prompts, keys, rank).items():
+            if isinstance(result, Exception):
+                reason = f"{c.editor} failed ({type(result).__name__}: {result})"[:200]
+                outputs[i], statuses[i], errors[i] = self._redact(pending[i], found[i], join_errors(errors[i], reason))
+            else:
+                outputs[i], statuses[i] = images.clean(result), "edited"
         return self.typed({c.output_column: outputs, "u2s_status": statuses, "u2s_error": errors})
 
-    def _edit_row(self, value, flag, detections, status, error):
+    def row_seed(self, rgb, key=None) -> int:
+        """The seed for one row: from `seed` and the row key (an id, else the pixels), never from its position."""
+        key = str(key).encode() if key is not None else xxhash.xxh64_digest(rgb.tobytes())
+        return xxhash.xxh64_intdigest(f"{self.config.seed}:".encode() + key) % 2**63
+
+    def _prompts(self, batch, n) -> list:
         c = self.config
-        try:
-            rgb = images.decode(value, c.max_pixels or images.MAX_PIXELS)
-        except images.ImageError as exc:
-            return None, "error", str(exc)
-        if flag is False and status != "error":
-            return images.clean(rgb), "kept_safe", None
-        boxes = [d["box"] for d in detections]
+        if c.prior == "class":
+            return [f"A realistic image of {class_name(v, c.class_names, c.class_column)}." if v is not None else None
+                    for v in column(batch, c.class_column, n)]
+        return column(batch, c.prior, n)
+
+    def _diffuse(self, pending: dict, prompts, keys, rank) -> dict:
+        """{row: edited pixels or the exception}; a failing batch is retried row by row."""
+        if not pending:
+            return {}
+        from ..editors.instruct_pix2pix import InstructPix2Pix
+
+        c = self.config
+        device = runtime.device_for(rank)
+        editor = runtime.cached_model(("instruct-pix2pix", c.model, c.revision, c.dtype, device),
+                                      lambda: InstructPix2Pix(c.model, c.revision, device, c.dtype, c.cpu_offload))
+        rows = list(pending)
+        settings = dict(steps=c.steps, guidance_scale=c.guidance_scale, image_guidance_scale=c.image_guidance_scale,
+                        resolution=c.resolution)
+        results = {}
+        for start in range(0, len(rows), c.batch_size):
+            chunk = rows[start:start + c.batch_size]
+            try:
+                edited = editor.edit([pending[i] for i in chunk], [prompts[i] for i in chunk],
+                                     [self.row_seed(pending[i], keys[i]) for i in chunk], **settings)
+                results.update(zip(chunk, edited))
+            except Exception:
+                for i in chunk:
+                    try:
+                        results[i] = editor.edit([pending[i]], [prompts[i]], [self.row_seed(pending[i], keys[i])],
+                                                 **settings)[0]
+                    except Exception as exc:
+                        results[i] = exc
+        return results
+
+    def _redact(self, rgb, detections, error):
+        c = self.config
+        boxes = [d["box"] for d in detections or []]
         try:
             if boxes:
                 return images.clean(redact.redact(rgb, boxes, c.method, c.margin, c.cells)), "redacted", error

@@ -7,7 +7,7 @@ import xxhash
 from .. import answers, prompts
 from ..backends.chat import ChatRequest, load_chat
 from ..config import InstructConfig
-from .base import ERROR, STATUS, Stage, column, read_replies, require
+from .base import ERROR, STATUS, Stage, class_name, column, read_replies, require
 
 
 class Instruct(Stage):
@@ -37,7 +37,8 @@ class Instruct(Stage):
         n = len(public)
         statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
         keys = column(batch, c.key_column, n) if c.key_column else public
-        classes = [self._class_name(v) for v in column(batch, c.class_column, n)] if c.class_column else [None] * n
+        classes = [class_name(v, c.class_names, c.class_column) for v in column(batch, c.class_column, n)] \
+            if c.class_column else [None] * n
         complete = load_chat(c, rank)
         asked = [i for i in range(n) if public[i]]
         edits = self._ask(complete, asked, statuses, errors, "edit instruction", lambda i: prompts.render(
@@ -58,15 +59,6 @@ class Instruct(Stage):
     def _demographic_line(self, key) -> str:
         group = self.group_for(key)
         return f"- Make the people appear {group}." if group else ""
-
-    def _class_name(self, value):
-        names = self.config.class_names
-        if isinstance(value, int) and not isinstance(value, bool):
-            if names is None:
-                raise ValueError(f"class column {self.config.class_column!r} holds integers: pass class_names=... "
-                                 f"(e.g. ds.features[{self.config.class_column!r}].names)")
-            return names[value]
-        return value
 
 
 def _class_hint(name) -> str:

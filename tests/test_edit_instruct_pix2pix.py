@@ -1,0 +1,113 @@
+"""The InstructPix2Pix editor on a tiny pipeline built from configs and loaded by path like a Hub id."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import corpus
+import tiny_models
+import u2s_hf as u2s
+from u2s_hf.editors.instruct_pix2pix import InstructPix2Pix, fit_size
+
+torch.set_num_threads(1)
+NAMES = ("astronaut", "coffee", "grace_hopper", "chelsea")
+EDIT = "make the person a tall man with red hair"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    return str(tiny_models.instruct_pix2pix(tmp_path_factory.mktemp("ip2p") / "model"))
+
+
+@pytest.fixture
+def rows(photos, tmp_path):
+    ds = corpus.image_dataset({n: photos[n] for n in NAMES}, tmp_path / "ds")
+    ds = ds.add_column("privacy_flag", [True, False, True, False])
+    ds = ds.add_column("c_edit", [EDIT, None, EDIT, None]).add_column("c_pub", ["a person"] * 4)
+    return ds.add_column("label", [1, 0, 1, 0])
+
+
+def editor(pipeline, **settings):
+    return u2s.Edit(editor="instruct-pix2pix", model=pipeline, steps=2, resolution=64, **settings)
+
+
+def pixels_of(ds):
+    return [corpus.pixels(image) for image in ds["safe_image"]]
+
+
+def test_flagged_rows_are_edited_and_the_others_keep_their_pixels(pipeline, rows, photos):
+    out = rows.map(editor(pipeline), batched=True, batch_size=4)
+    assert out["u2s_status"] == ["edited", "kept_safe", "edited", "kept_safe"]
+    for name, after in zip(NAMES, pixels_of(out)):
+        before = corpus.pixels(photos[name])
+        assert after.shape == before.shape
+        changed = np.abs(after.astype(int) - before).mean()
+        assert (changed > 5) if name in ("astronaut", "grace_hopper") else (changed == 0), name
+
+
+def test_results_are_repeatable_and_do_not_depend_on_batching(pipeline, rows):
+    first = pixels_of(rows.map(editor(pipeline), batched=True, batch_size=4, load_from_cache_file=False))
+    again = pixels_of(rows.map(editor(pipeline), batched=True, batch_size=1, load_from_cache_file=False))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    other_seed = pixels_of(rows.map(editor(pipeline, seed=1), batched=True))
+    other_prior = pixels_of(rows.map(editor(pipeline, prior="c_pub"), batched=True))
+    for changed in (other_seed, other_prior):
+        assert not np.array_equal(changed[0], first[0]) and np.array_equal(changed[1], first[1])
+
+
+def test_rerun_is_a_cache_hit(pipeline, rows):
+    stage = editor(pipeline)
+    first = rows.map(stage, batched=True)
+    files = [f["filename"] for f in first.cache_files]
+    stamps = [os.stat(f).st_mtime_ns for f in files]
+    again = rows.map(stage, batched=True)
+    assert [f["filename"] for f in again.cache_files] == files
+    assert [os.stat(f).st_mtime_ns for f in files] == stamps
+
+
+def test_class_prior_and_missing_prompts(pipeline, rows, monkeypatch):
+    seen = []
+    original = InstructPix2Pix.edit
+
+    def spy(self, images, prompts, *args, **kwargs):
+        seen.extend(prompts)
+        return original(self, images, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(InstructPix2Pix, "edit", spy)
+    rows.map(editor(pipeline, prior="class", class_column="label", class_names=["cat", "officer"]), batched=True)
+    assert seen == ["A realistic image of officer."] * 2
+    blank = rows.remove_columns("c_edit").add_column("c_edit", [None] * 4)
+    out = blank.map(editor(pipeline), batched=True)
+    assert out["u2s_status"][0] == "redacted" and "no c_edit to edit with" in out["u2s_error"][0]
+
+
+def test_an_editor_failure_falls_back_to_redaction(pipeline, rows, monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(InstructPix2Pix, "edit", broken)
+    out = rows.map(editor(pipeline), batched=True)
+    assert out["u2s_status"] == ["redacted", "kept_safe", "redacted", "kept_safe"]
+    assert "instruct-pix2pix failed (RuntimeError: out of memory)" in out["u2s_error"][0]
+
+
+def test_fit_size_keeps_the_aspect_and_the_multiple():
+    assert fit_size(1200, 600, 512, 8) == (512, 256)
+    assert fit_size(451, 300, 512, 64) == (512, 320)
+    assert fit_size(1, 1000, 512, 8) == (8, 512)
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="needs model"):
+        u2s.Edit(editor="instruct-pix2pix")
+    with pytest.raises(ValueError, match="class_column"):
+        u2s.Edit(editor="instruct-pix2pix", model="m", prior="class")
+    with pytest.raises(ValueError, match="not available"):
+        u2s.Edit(editor="flowedit", model="m")
+
+
+def test_the_paper_ip2p_preset(pipeline):
+    edit = u2s.preset("paper-ip2p").edit.config
+    assert (edit.editor, edit.model, edit.prior, edit.steps, edit.guidance_scale, edit.image_guidance_scale,
+            edit.resolution) == ("instruct-pix2pix", u2s.config.MAGICBRUSH, "c_edit", 100, 7.5, 1.5, 512)
