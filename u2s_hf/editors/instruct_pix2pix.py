@@ -42,7 +42,8 @@ class InstructPix2Pix:
         for size, rows in groups.items():
             inputs = [Image.fromarray(images[i]).resize(size, Image.BICUBIC) for i in rows]
             result = self.pipe(
-                [prompts[i] for i in rows], image=inputs, num_inference_steps=steps, guidance_scale=guidance_scale, image_guidance_scale=image_guidance_scale,
+                [prompts[i] for i in rows], image=inputs, num_inference_steps=steps, guidance_scale=guidance_scale,
+                image_guidance_scale=image_guidance_scale,
                 generator=[torch.Generator("cpu").manual_seed(seeds[i]) for i in rows]).images
             for i, edited in zip(rows, result):
                 h, w = images[i].shape[:2]
