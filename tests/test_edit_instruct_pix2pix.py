@@ -79,7 +79,7 @@ def test_class_prior_and_missing_prompts(pipeline, rows, monkeypatch):
     assert seen == ["A realistic image of officer."] * 2
     blank = rows.remove_columns("c_edit").add_column("c_edit", [None] * 4)
     out = blank.map(editor(pipeline), batched=True)
-    assert out["u2s_status"][0] == "redacted" and "no c_edit to edit with" in out["u2s_error"][0]
+    assert out["u2s_status"][0] == "redacted" and "no prompt to edit with" in out["u2s_error"][0]
 
 
 def test_an_editor_failure_falls_back_to_redaction(pipeline, rows, monkeypatch):
@@ -103,8 +103,10 @@ def test_settings_are_checked():
         u2s.Edit(editor="instruct-pix2pix")
     with pytest.raises(ValueError, match="class_column"):
         u2s.Edit(editor="instruct-pix2pix", model="m", prior="class")
-    with pytest.raises(ValueError, match="not available"):
-        u2s.Edit(editor="flowedit", model="m")
+    with pytest.raises(ValueError, match="unknown"):
+        u2s.Edit(editor="sdedit", model="m")
+    with pytest.raises(ValueError, match="n_min <= n_max <= steps"):
+        u2s.Edit(editor="flowedit", model="m", steps=10, n_max=33)
 
 
 def test_the_paper_ip2p_preset(pipeline):

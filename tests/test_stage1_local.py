@@ -87,10 +87,11 @@ def test_the_paper_preset_chains_the_stage_1_models(models, rows):
     assert [s.name for s in paper.stages] == ["inspect", "caption", "instruct", "edit"]
     assert paper.caption.config.backend == "vlm" and paper.instruct.config.backend == "llm"
     assert u2s.caption.config.model == u2s.config.VLM and u2s.instruct.config.model == u2s.config.LLM
+    assert paper.edit.config.editor == "flowedit"
     chain = u2s.Preset(name="tiny", inspect=paper.inspect, caption=paper.caption,
-                       instruct=u2s.Instruct(model=models["lm"]), edit=paper.edit)
+                       instruct=u2s.Instruct(model=models["lm"]), edit=u2s.Edit())
     out = u2s.anonymize(rows, chain)
     assert out["privacy_flag"] == [True] * 3 and out["c_pub"][0].startswith("A person in an orange")
-    assert out["u2s_status"] == ["redacted"] * 3  # no diffusion editor yet: obscured whole, fail closed
+    assert out["u2s_status"] == ["redacted"] * 3  # redaction without boxes from a VLM: obscured whole
     assert report.models_of(chain)["caption"] == {"model": models["caption"], "revision": "main",
                                                       "package": "vlm"}

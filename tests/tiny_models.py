@@ -139,3 +139,31 @@ def instruct_pix2pix(folder: Path) -> Path:
         vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=scheduler, safety_checker=None,
         feature_extractor=None, requires_safety_checker=False).save_pretrained(folder)
     return folder
+
+
+def sd3(folder: Path) -> Path:
+    """A tiny StableDiffusion3Pipeline without T5 (load it with text_encoder_3=False); VAE scale factor 2."""
+    import torch
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    tok = clip_tokenizer(["a person in an orange space suit", "a tall man with grey hair in a blue suit"] * 20)
+    clip = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                          num_hidden_layers=2, max_position_embeddings=77, projection_dim=32,
+                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    transformer = SD3Transformer2DModel(
+        sample_size=32, patch_size=1, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
+        pos_embed_max_size=64)
+    vae = AutoencoderKL(sample_size=32, block_out_channels=(8, 8), layers_per_block=1, latent_channels=4,
+                        norm_num_groups=1, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, use_quant_conv=False, use_post_quant_conv=False,
+                        shift_factor=0.0609, scaling_factor=1.5035)
+    StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=CLIPTextModelWithProjection(clip), tokenizer=tok,
+        text_encoder_2=CLIPTextModelWithProjection(clip), tokenizer_2=tok, text_encoder_3=None,
+        tokenizer_3=None).save_pretrained(folder)
+    return folder

@@ -147,6 +147,7 @@ class InstructConfig(ModelSettings):
 
 
 PRIORS = ("c_priv", "c_pub", "c_edit", "c_llm", "class")
+EDITORS = {"redact": (None, None), "instruct-pix2pix": (100, 0), "flowedit": (50, 42)}  # editor: (steps, seed)
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,11 @@ class EditConfig:
 
     editor "redact": obscure each detected region (grown by `margin` of its size on every side) with `method`.
     editor "instruct-pix2pix": edit the image by the text in the `prior` column (c_priv, c_pub, c_edit, c_llm, or
-    "class": "A realistic image of <class>."), fit inside `resolution` by its longest side and resized back; each
-    row has its own seed, drawn from `seed` and a stable row key (`key_column`, else the image's pixels), so
-    results do not depend on batching. A row the editor cannot handle falls back to redaction, with the reason.
+    "class": "A realistic image of <class>."). editor "flowedit": FlowEdit on SD3 from `source_prior` to
+    `target_prior` (text_encoder_3=False loads SD3 without T5). Both fit the image inside `resolution` by its longest
+    side and resize the result back; each row has its own seed, drawn from `seed` and a stable row key
+    (`key_column`, else the image's pixels), so results do not depend on batching. steps/seed default to the
+    paper's: 100/0 for InstructPix2Pix, 50/42 for FlowEdit. A row the editor cannot handle is redacted instead.
     Flagged rows with no region to redact are obscured whole (`unlocated="obscure"`) or dropped ("drop").
     """
 
@@ -172,11 +175,19 @@ class EditConfig:
     prior: str = "c_edit"
     class_column: str | None = None
     class_names: tuple | None = None
-    steps: int = 100
+    steps: int | None = None
     guidance_scale: float = 7.5
     image_guidance_scale: float = 1.5
+    source_prior: str = "c_priv"
+    target_prior: str = "c_llm"
+    source_guidance: float = 3.5
+    target_guidance: float = 13.5
+    n_min: int = 0
+    n_max: int = 33
+    n_avg: int = 1
+    text_encoder_3: bool = True
     resolution: int = 512
-    seed: int = 0
+    seed: int | None = None
     key_column: str | None = None
     safe_attention: bool = False
     dtype: str = "auto"  # float16 on CUDA, float32 on CPU
@@ -192,8 +203,11 @@ class EditConfig:
     def __post_init__(self):
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(self.class_names))
-        if self.editor not in ("redact", "instruct-pix2pix"):
-            raise ValueError(f"Edit editor {self.editor!r} is not available; use 'redact' or 'instruct-pix2pix'")
+        if self.editor not in EDITORS:
+            raise ValueError(f"Edit editor {self.editor!r} is unknown; use one of {', '.join(EDITORS)}")
+        steps, seed = EDITORS[self.editor]
+        object.__setattr__(self, "steps", steps if self.steps is None else self.steps)
+        object.__setattr__(self, "seed", seed if self.seed is None else self.seed)
         if self.method not in ("pixelate", "blur", "fill", "inpaint"):
             raise ValueError(f"unknown redaction method {self.method!r}; use pixelate, blur, fill or inpaint")
         if self.unlocated not in ("obscure", "drop"):
@@ -204,10 +218,13 @@ class EditConfig:
             return
         if not self.model:
             raise ValueError(f"Edit(editor={self.editor!r}) needs model=... (a Hub id or a local folder)")
-        if self.prior not in PRIORS:
-            raise ValueError(f"prior must be one of {', '.join(PRIORS)}")
-        if self.prior == "class" and not self.class_column:
-            raise ValueError("prior='class' needs class_column=...")
+        priors = (self.prior,) if self.editor == "instruct-pix2pix" else (self.source_prior, self.target_prior)
+        if any(p not in PRIORS for p in priors):
+            raise ValueError(f"priors must be among {', '.join(PRIORS)}")
+        if "class" in priors and not self.class_column:
+            raise ValueError("a 'class' prior needs class_column=...")
+        if self.editor == "flowedit" and not (0 <= self.n_min <= self.n_max <= self.steps and self.n_avg >= 1):
+            raise ValueError("FlowEdit needs 0 <= n_min <= n_max <= steps and n_avg >= 1")
         if self.safe_attention:
             raise ValueError("safe_attention is not available yet")
         if self.steps < 1 or self.resolution < 8 or self.batch_size < 1:
@@ -222,13 +239,14 @@ LLM = "Qwen/Qwen3-4B-Instruct-2507"
 # InstructPix2Pix fine-tuned on MagicBrush (the checkpoint of the MagicBrush paper, epoch 168), in the diffusers
 # format of a community port; the official osunlp release is an original-format .ckpt only.
 MAGICBRUSH = "vinesmsuic/magicbrush-paper"
+SD3 = "stabilityai/stable-diffusion-3-medium-diffusers"
 
 # name -> {stage attribute: config}; the order is the order the stages run in.
 PRESETS: dict[str, dict[str, object]] = {
     "lite": {"inspect": InspectConfig(), "edit": EditConfig()},
-    # FlowEdit is not there yet: flagged rows are redacted where possible, else obscured whole.
     "paper": {"inspect": InspectConfig(backend="vlm", model=VLM), "caption": CaptionConfig(model=VLM),
-              "instruct": InstructConfig(model=LLM), "edit": EditConfig()},
+              "instruct": InstructConfig(model=LLM),
+              "edit": EditConfig(editor="flowedit", model=SD3, source_prior="c_priv", target_prior="c_llm")},
     "paper-ip2p": {"inspect": InspectConfig(backend="vlm", model=VLM), "caption": CaptionConfig(model=VLM),
                    "instruct": InstructConfig(model=LLM),
                    "edit": EditConfig(editor="instruct-pix2pix", model=MAGICBRUSH, prior="c_edit")},

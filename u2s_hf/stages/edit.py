@@ -36,7 +36,7 @@ class Edit(Stage):
         runtime.configure_threads(c.threads)
         flags, found = column(batch, c.flag_column, n), column(batch, c.detections_column, n)
         statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
-        prompts = self._prompts(batch, n) if c.editor != "redact" else [None] * n
+        prompts = self._texts(batch, n) if c.editor != "redact" else [None] * n
         keys = column(batch, c.key_column, n) if c.key_column else [None] * n
         outputs, pending = [None] * n, {}
         for i, value in enumerate(values):
@@ -50,7 +50,7 @@ class Edit(Stage):
             elif prompts[i] and statuses[i] != "error":
                 pending[i] = rgb
             else:
-                reason = None if c.editor == "redact" or statuses[i] == "error" else f"no {c.prior} to edit with"
+                reason = None if c.editor == "redact" or statuses[i] == "error" else "no prompt to edit with"
                 outputs[i], statuses[i], errors[i] = self._redact(rgb, found[i], join_errors(errors[i], reason))
         for i, result in self._diffuse(pending, prompts, keys, rank).items():
             if isinstance(result, Exception):
@@ -65,41 +65,62 @@ class Edit(Stage):
         key = str(key).encode() if key is not None else xxhash.xxh64_digest(rgb.tobytes())
         return xxhash.xxh64_intdigest(f"{self.config.seed}:".encode() + key) % 2**63
 
-    def _prompts(self, batch, n) -> list:
+    def _texts(self, batch, n) -> list:
+        """Per row, the editor's text: a prompt (InstructPix2Pix) or a (source, target) pair (FlowEdit); None when
+        a prior is missing."""
         c = self.config
-        if c.prior == "class":
+        if c.editor == "instruct-pix2pix":
+            return self._prior(batch, n, c.prior)
+        pairs = zip(self._prior(batch, n, c.source_prior), self._prior(batch, n, c.target_prior))
+        return [(source, target) if source and target else None for source, target in pairs]
+
+    def _prior(self, batch, n, prior) -> list:
+        c = self.config
+        if prior == "class":
             return [f"A realistic image of {class_name(v, c.class_names, c.class_column)}." if v is not None else None
                     for v in column(batch, c.class_column, n)]
-        return column(batch, c.prior, n)
+        return column(batch, prior, n)
 
-    def _diffuse(self, pending: dict, prompts, keys, rank) -> dict:
+    def _diffuse(self, pending: dict, texts, keys, rank) -> dict:
         """{row: edited pixels or the exception}; a failing batch is retried row by row."""
         if not pending:
             return {}
-        from ..editors.instruct_pix2pix import InstructPix2Pix
-
         c = self.config
         device = runtime.device_for(rank)
-        editor = runtime.cached_model(("instruct-pix2pix", c.model, c.revision, c.dtype, device),
-                                      lambda: InstructPix2Pix(c.model, c.revision, device, c.dtype, c.cpu_offload))
+        editor = runtime.cached_model((c.editor, c.model, c.revision, c.dtype, c.text_encoder_3, device),
+                                      lambda: self._load_editor(device))
+        if c.editor == "instruct-pix2pix":
+            settings = dict(steps=c.steps, guidance_scale=c.guidance_scale,
+                            image_guidance_scale=c.image_guidance_scale, resolution=c.resolution)
+        else:
+            settings = dict(steps=c.steps, source_guidance=c.source_guidance, target_guidance=c.target_guidance,
+                            n_min=c.n_min, n_max=c.n_max, n_avg=c.n_avg, resolution=c.resolution)
         rows = list(pending)
-        settings = dict(steps=c.steps, guidance_scale=c.guidance_scale, image_guidance_scale=c.image_guidance_scale,
-                        resolution=c.resolution)
         results = {}
         for start in range(0, len(rows), c.batch_size):
             chunk = rows[start:start + c.batch_size]
             try:
-                edited = editor.edit([pending[i] for i in chunk], [prompts[i] for i in chunk],
+                edited = editor.edit([pending[i] for i in chunk], [texts[i] for i in chunk],
                                      [self.row_seed(pending[i], keys[i]) for i in chunk], **settings)
                 results.update(zip(chunk, edited))
             except Exception:
                 for i in chunk:
                     try:
-                        results[i] = editor.edit([pending[i]], [prompts[i]], [self.row_seed(pending[i], keys[i])],
+                        results[i] = editor.edit([pending[i]], [texts[i]], [self.row_seed(pending[i], keys[i])],
                                                  **settings)[0]
                     except Exception as exc:
                         results[i] = exc
         return results
+
+    def _load_editor(self, device):
+        c = self.config
+        if c.editor == "instruct-pix2pix":
+            from ..editors.instruct_pix2pix import InstructPix2Pix
+
+            return InstructPix2Pix(c.model, c.revision, device, c.dtype, c.cpu_offload)
+        from ..editors.flowedit import FlowEdit
+
+        return FlowEdit(c.model, c.revision, device, c.dtype, c.cpu_offload, c.text_encoder_3)
 
     def _redact(self, rgb, detections, error):
         c = self.config
