@@ -225,8 +225,8 @@ class EditConfig:
             raise ValueError("a 'class' prior needs class_column=...")
         if self.editor == "flowedit" and not (0 <= self.n_min <= self.n_max <= self.steps and self.n_avg >= 1):
             raise ValueError("FlowEdit needs 0 <= n_min <= n_max <= steps and n_avg >= 1")
-        if self.safe_attention:
-            raise ValueError("safe_attention is not available yet")
+        if self.safe_attention and self.editor != "instruct-pix2pix":
+            raise ValueError("safe_attention applies to the instruct-pix2pix editor (a UNet)")
         if self.steps < 1 or self.resolution < 8 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1, resolution >= 8")
 

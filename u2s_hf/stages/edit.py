@@ -66,9 +66,12 @@ class Edit(Stage):
         return xxhash.xxh64_intdigest(f"{self.config.seed}:".encode() + key) % 2**63
 
     def _texts(self, batch, n) -> list:
-        """Per row, the editor's text: a prompt (InstructPix2Pix) or a (source, target) pair (FlowEdit); None when
-        a prior is missing."""
+        """Per row, the editor's text: a prompt (InstructPix2Pix; with Safe Cross Attention also c_pub and c_edit)
+        or a (source, target) pair (FlowEdit); None when one is missing."""
         c = self.config
+        if c.editor == "instruct-pix2pix" and c.safe_attention:
+            triples = zip(self._prior(batch, n, c.prior), column(batch, "c_pub", n), column(batch, "c_edit", n))
+            return [t if all(t) else None for t in triples]
         if c.editor == "instruct-pix2pix":
             return self._prior(batch, n, c.prior)
         pairs = zip(self._prior(batch, n, c.source_prior), self._prior(batch, n, c.target_prior))
@@ -87,8 +90,8 @@ class Edit(Stage):
             return {}
         c = self.config
         device = runtime.device_for(rank)
-        editor = runtime.cached_model((c.editor, c.model, c.revision, c.dtype, c.text_encoder_3, device),
-                                      lambda: self._load_editor(device))
+        key = (c.editor, c.model, c.revision, c.dtype, c.text_encoder_3, c.safe_attention, device)
+        editor = runtime.cached_model(key, lambda: self._load_editor(device))
         if c.editor == "instruct-pix2pix":
             settings = dict(steps=c.steps, guidance_scale=c.guidance_scale,
                             image_guidance_scale=c.image_guidance_scale, resolution=c.resolution)
@@ -117,7 +120,7 @@ class Edit(Stage):
         if c.editor == "instruct-pix2pix":
             from ..editors.instruct_pix2pix import InstructPix2Pix
 
-            return InstructPix2Pix(c.model, c.revision, device, c.dtype, c.cpu_offload)
+            return InstructPix2Pix(c.model, c.revision, device, c.dtype, c.cpu_offload, c.safe_attention)
         from ..editors.flowedit import FlowEdit
 
         return FlowEdit(c.model, c.revision, device, c.dtype, c.cpu_offload, c.text_encoder_3)
