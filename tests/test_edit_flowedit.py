@@ -43,6 +43,8 @@ def pixels_of(ds):
 def test_flagged_rows_are_edited_repeatably_and_independently_of_batching(pipeline, rows, photos):
     out = rows.map(editor(pipeline), batched=True, batch_size=4)
     assert out["u2s_status"] == ["edited", "kept_safe", "edited", "kept_safe"]
+    rerun = rows.map(editor(pipeline), batched=True, batch_size=4)  # a cache hit: the same files, not rewritten
+    assert [f["filename"] for f in rerun.cache_files] == [f["filename"] for f in out.cache_files]
     first = pixels_of(out)
     for name, after in zip(NAMES, first):
         before = corpus.pixels(photos[name])
