@@ -1,0 +1,71 @@
+import math
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+from skimage.metrics import structural_similarity
+
+import corpus
+from u2s_hf import scoring
+
+
+def test_ssim_equals_scikit_image_and_resizes_to_the_original(photos):
+    a, b = photos["astronaut"], photos["astronaut"].filter(ImageFilter.BLUR)
+    expected = structural_similarity(corpus.pixels(a), corpus.pixels(b), channel_axis=-1, data_range=255)
+    out = scoring.ssim([a, a], [b, a])
+    assert out["per_image"][0] == pytest.approx(expected) and out["per_image"][1] == pytest.approx(1.0)
+    assert out["ssim"] == pytest.approx((expected + 1) / 2)
+    half = b.resize((256, 256), Image.BICUBIC)
+    resized = half.resize(a.size, Image.BICUBIC)
+    assert scoring.ssim([a], [half])["ssim"] == pytest.approx(
+        structural_similarity(corpus.pixels(a), corpus.pixels(resized), channel_axis=-1, data_range=255))
+
+
+def test_ssim_is_none_where_undefined(photos):
+    tiny = Image.new("RGB", (1, 1))
+    out = scoring.ssim([photos["coffee"], tiny], [None, tiny])
+    assert out == {"ssim": None, "per_image": [None, None]}
+
+
+def test_text_similarity_on_rendered_text_pairs():
+    out = scoring.text_similarity(["COMO HOPPER", "Plate ABC 1234", "", None],
+                                  ["hopper como", "Plate XYZ", "anything", "x"])
+    assert out["per_pair"][0] == 1.0  # token_set_ratio ignores order and case
+    assert 0 < out["per_pair"][1] < 1 and out["per_pair"][2:] == [None, None] and out["excluded"] == 2
+    assert out["text_similarity"] == pytest.approx((1.0 + out["per_pair"][1]) / 2)
+    assert scoring.text_similarity(["ALICE JONES"], [None])["per_pair"] == [0.0]
+
+
+def test_race_entropy_on_hand_made_counts():
+    assert scoring.race_entropy({"White": 5, "Black": 5, "Asian": 5, "Hispanic": 5, "Other": 5}) == pytest.approx(1.0)
+    assert scoring.race_entropy({"White": 10}) == 0.0
+    two = scoring.race_entropy([3, 1, 0, 0, 0])
+    assert two == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(5))
+    assert scoring.race_entropy([0, 0, 0, 0, 0]) is None
+    with pytest.raises(ValueError, match="unknown categories"):
+        scoring.race_entropy({"Martian": 1})
+
+
+def test_race_labels_outside_the_set_count_as_other():
+    counts = scoring.race_labels_to_counts([["white", "Asian"], ["Middle Eastern"], [], None])
+    assert counts == {"White": 1, "Black": 0, "Asian": 1, "Hispanic": 0, "Other": 1}
+
+
+def test_inspection_scores_on_a_hand_written_label_set():
+    labels = [["a0_safe"], ["a9_face_complete"], ["a9_face_complete", "a39_disability"], ["a102_vehicle_plate"],
+              ["a0_safe"], ["a61_opinion_political"]]
+    flags = [True, True, False, True, False, False]
+    scores = scoring.inspection_scores(flags, labels)
+    # all: positives are rows 1, 2, 3, 5; flagged 0, 1, 3 -> tp 2, fp 1, fn 2
+    assert scores["all"] == {"precision": 2 / 3, "recall": 0.5, "f1": pytest.approx(4 / 7)}
+    # face: rows 1, 2 (positives) with safe rows 0, 4 -> tp 1, fp 1, fn 1
+    assert scores["face"]["precision"] == 0.5 and scores["face"]["recall"] == 0.5 and scores["face"]["images"] == 2
+    assert scores["opinion"]["recall"] == 0.0 and scores["opinion"]["f1"] == 0.0
+    with pytest.raises(ValueError, match="predictions"):
+        scoring.inspection_scores([True], labels)
+
+
+def test_scores_accept_every_image_form(photos, tmp_path):
+    path = tmp_path / "a.png"
+    photos["astronaut"].save(path)
+    assert scoring.ssim([str(path)], [np.asarray(photos["astronaut"])])["ssim"] == pytest.approx(1.0)
