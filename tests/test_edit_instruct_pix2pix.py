@@ -8,7 +8,8 @@ import torch
 import corpus
 import tiny_models
 import u2s_hf as u2s
-from u2s_hf.editors.instruct_pix2pix import InstructPix2Pix, fit_size
+from u2s_hf.editors.instruct_pix2pix import InstructPix2Pix
+from u2s_hf.editors.pipelines import fit_size
 
 torch.set_num_threads(1)
 NAMES = ("astronaut", "coffee", "grace_hopper", "chelsea")

@@ -12,25 +12,18 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .instruct_pix2pix import fit_size
+from . import pipelines
 
 
 class FlowEdit:
     def __init__(self, model: str, revision: str | None, device: str, dtype: str = "auto",
                  cpu_offload: bool = False, text_encoder_3: bool = True):
-        import torch
         from diffusers import StableDiffusion3Pipeline
 
-        on_gpu = device.startswith("cuda")
-        self.dtype = {"auto": torch.float16 if on_gpu else torch.float32, "float16": torch.float16,
-                      "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+        self.dtype = pipelines.torch_dtype(dtype, device)
         without_t5 = {} if text_encoder_3 else {"text_encoder_3": None, "tokenizer_3": None}
         self.pipe = StableDiffusion3Pipeline.from_pretrained(model, revision=revision, dtype=self.dtype, **without_t5)
-        if on_gpu and cpu_offload:
-            self.pipe.enable_model_cpu_offload(device=device)
-        else:
-            self.pipe.to(device)
-        self.pipe.set_progress_bar_config(disable=True)
+        pipelines.place(self.pipe, device, cpu_offload)
         self.device = device
 
     @property
@@ -43,19 +36,15 @@ class FlowEdit:
         import torch
 
         out: list = [None] * len(images)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, rgb in enumerate(images):
-            groups.setdefault(fit_size(rgb.shape[1], rgb.shape[0], resolution, self.multiple), []).append(i)
-        for (width, height), rows in groups.items():
+        for size, rows in pipelines.by_fit_size(images, resolution, self.multiple).items():
             with torch.inference_mode():
-                x_src = self.encode([Image.fromarray(images[i]).resize((width, height), Image.BICUBIC) for i in rows])
+                x_src = self.encode([pipelines.at_size(images[i], size) for i in rows])
                 source = self.prompts([texts[i][0] for i in rows])
                 target = self.prompts([texts[i][1] for i in rows])
                 generators = [torch.Generator("cpu").manual_seed(seeds[i]) for i in rows]
                 edited = self.decode(self.edit_latents(x_src, source, target, generators, **flow))
             for i, rgb in zip(rows, edited):
-                h, w = images[i].shape[:2]
-                out[i] = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
+                out[i] = pipelines.back_to(Image.fromarray(rgb), images[i])
         return out
 
     def encode(self, pil_images: list):

@@ -1,0 +1,48 @@
+"""What the diffusion editors share: dtype and device placement, and the aspect-keeping fit to the model's size."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def torch_dtype(name: str, device: str):
+    """"auto" is float16 on CUDA and float32 on the CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+
+
+def place(pipe, device: str, cpu_offload: bool):
+    """Move the pipeline to its device (or let accelerate stream it there), without progress bars."""
+    if device.startswith("cuda") and cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def fit_size(width: int, height: int, resolution: int, multiple: int) -> tuple[int, int]:
+    """The size to edit at: the longest side scaled to `resolution`, each side rounded to `multiple` (>= multiple)."""
+    scale = resolution / max(width, height)
+    return (max(multiple, round(width * scale / multiple) * multiple),
+            max(multiple, round(height * scale / multiple) * multiple))
+
+
+def by_fit_size(images: list[np.ndarray], resolution: int, multiple: int) -> dict[tuple[int, int], list[int]]:
+    """Row indices grouped by the size they are edited at, so each group runs as one batch."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, rgb in enumerate(images):
+        groups.setdefault(fit_size(rgb.shape[1], rgb.shape[0], resolution, multiple), []).append(i)
+    return groups
+
+
+def at_size(rgb: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    return Image.fromarray(rgb).resize(size, Image.BICUBIC)
+
+
+def back_to(edited: Image.Image, like: np.ndarray) -> np.ndarray:
+    """An edited image resized back to the size of the row's input."""
+    return np.asarray(edited.convert("RGB").resize((like.shape[1], like.shape[0]), Image.BICUBIC))
