@@ -2,10 +2,12 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFilter
 from skimage.metrics import structural_similarity
 
 import corpus
+import tiny_models
 from u2s_hf import scoring
 
 
@@ -95,3 +97,23 @@ def test_a_pixelated_face_is_not_retained(photos, vectron):
     out = scoring.face_similarity([photos["astronaut"], photos["coffee"]], [safe, None], model="vectron",
                                   root=vectron)
     assert out == {"face_similarity": None, "face_retention": 0.0, "per_image": [None, None]}
+
+
+def test_clip_score_with_a_tiny_open_clip_model(photos, tmp_path):
+    import open_clip
+    import torch.nn.functional as F
+
+    model_id = tiny_models.open_clip_model(tmp_path / "clip")
+    pictures = [photos["astronaut"], photos["coffee"], None]
+    texts = ["a person in a space suit", "a cup of coffee", "a cat"]
+    out = scoring.clip_score(pictures, texts, model=model_id)
+    clip, _, preprocess = open_clip.create_model_and_transforms(model_id)
+    tokenizer = open_clip.get_tokenizer(model_id)
+    with torch.no_grad():
+        image = F.normalize(clip.encode_image(preprocess(photos["coffee"])[None]), dim=-1)
+        text = F.normalize(clip.encode_text(tokenizer(["a cup of coffee"])), dim=-1)
+    assert out["per_image"][1] == pytest.approx(float((image * text).sum()), abs=1e-5)
+    assert out["per_image"][2] is None and -1 <= out["per_image"][0] <= 1
+    assert out["clip_score"] == pytest.approx((out["per_image"][0] + out["per_image"][1]) / 2)
+    swapped = scoring.clip_score(pictures[:2], texts[1::-1], model=model_id)["per_image"]
+    assert swapped[0] != pytest.approx(out["per_image"][0])

@@ -167,3 +167,20 @@ def sd3(folder: Path) -> Path:
         text_encoder_2=CLIPTextModelWithProjection(clip), tokenizer_2=tok, text_encoder_3=None,
         tokenizer_3=None).save_pretrained(folder)
     return folder
+
+
+def open_clip_model(folder: Path) -> str:
+    """A tiny random open_clip model in the `local-dir:` layout (the same code path as `hf-hub:` ids)."""
+    import open_clip
+    from open_clip.push_to_hf_hub import save_config_for_hf
+    from safetensors.torch import save_file
+
+    config = {"embed_dim": 32,
+              "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    open_clip.factory._MODEL_CONFIGS["u2s-tiny-clip"] = config
+    model = open_clip.create_model("u2s-tiny-clip", pretrained=None)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), str(folder / "open_clip_model.safetensors"))
+    save_config_for_hf(model, folder / "open_clip_config.json", config)
+    return f"local-dir:{folder}"

@@ -1,0 +1,50 @@
+"""Quality: does the anonymised image still match its public caption? (CLIP cosine similarity, higher is better)"""
+from __future__ import annotations
+
+from PIL import Image
+
+from .. import runtime
+from ..images import decode
+from .perceptual import _mean
+
+PAPER_CLIP = "ViT-L-14/openai"  # the paper's CLIP ViT-L/14
+
+
+def clip_score(images, texts, model: str = PAPER_CLIP, device: str = "cpu", batch_size: int = 32) -> dict:
+    """Cosine similarity between each image and its text with an open_clip model.
+
+    `model` is "hf-hub:org/name", "local-dir:/path" or "ARCH/PRETRAINED" (open_clip's tags, e.g. "ViT-L-14/openai").
+    A pair with no image or no text scores None.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    clip, preprocess, tokenizer = _load(model, device)
+    scores: list = [None] * len(texts)
+    pairs = [i for i, (image, text) in enumerate(zip(images, texts, strict=True)) if image is not None and text]
+    for start in range(0, len(pairs), batch_size):
+        rows = pairs[start:start + batch_size]
+        pixels = torch.stack([preprocess(Image.fromarray(decode(images[i]))) for i in rows]).to(device)
+        with torch.no_grad():
+            image_features = F.normalize(clip.encode_image(pixels).float(), dim=-1)
+            tokens = tokenizer([texts[i] for i in rows]).to(device)
+            text_features = F.normalize(clip.encode_text(tokens).float(), dim=-1)
+        for i, value in zip(rows, (image_features * text_features).sum(-1).tolist()):
+            scores[i] = value
+    return {"clip_score": _mean(scores), "per_image": scores}
+
+
+def _load(model: str, device: str):
+    def load():
+        import open_clip
+
+        if model.startswith(("hf-hub:", "local-dir:")):
+            clip, _, preprocess = open_clip.create_model_and_transforms(model)
+            tokenizer = open_clip.get_tokenizer(model)
+        else:
+            architecture, _, pretrained = model.partition("/")
+            clip, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=pretrained or None)
+            tokenizer = open_clip.get_tokenizer(architecture)
+        return clip.to(device).eval(), preprocess, tokenizer
+
+    return runtime.cached_model(("clip", model, device), load)
