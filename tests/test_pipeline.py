@@ -111,6 +111,18 @@ def test_presets_and_overrides():
         u2s.Edit(method="smudge")
 
 
+def test_settings_apply_to_a_preset_object_too(photos):
+    chain = u2s.Preset(name="mine", inspect=u2s.Inspect(text=False), edit=u2s.Edit())
+    ds = datasets.Dataset.from_dict({"img": [photos["grace_hopper"]]},
+                                    features=datasets.Features({"img": datasets.Image()}))
+    out = u2s.anonymize(ds, chain, image_column="img", method="fill")
+    assert {d["label"] for d in out[0]["detections"]} == {"face"}  # the preset's own text=False is kept
+    x0, y0, x1, y1 = (int(v) for v in out[0]["detections"][0]["box"])
+    assert (corpus.pixels(out[0]["safe_image"])[(y0 + y1) // 2, (x0 + x1) // 2] == 128).all()  # method="fill"
+    with pytest.raises(TypeError, match="no setting"):
+        u2s.anonymize(ds, chain, image_column="img", colour="red")
+
+
 def test_custom_column_names(photos):
     ds = datasets.Dataset.from_dict({"img": [photos["astronaut"]]},
                                     features=datasets.Features({"img": datasets.Image()}))

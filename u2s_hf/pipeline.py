@@ -38,10 +38,14 @@ def preset(name: str = "lite", **overrides) -> Preset:
     return _build_preset(name, overrides)
 
 
-def _build_preset(name: str, overrides: dict) -> Preset:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
-    configs = PRESETS[name]
+def _build_preset(preset: str | Preset, overrides: dict) -> Preset:
+    """A Preset from a name or a Preset, with `overrides` applied to every stage that has the setting."""
+    if isinstance(preset, Preset):
+        name, configs = preset.name, {s.name: s.config for s in preset.stages}
+    elif preset in PRESETS:
+        name, configs = preset, PRESETS[preset]
+    else:
+        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
     known = set().union(*(field_names(type(cfg)) for cfg in configs.values()))
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -66,8 +70,7 @@ def anonymize(ds, preset: str | Preset = "lite", image_column: str = "image", ke
 def run(ds, preset, image_column="image", keep_original=False, num_proc=None, batch_size=MAP_BATCH_SIZE,
         **overrides):
     """`anonymize`, also returning seconds spent per stage (for reports)."""
-    chosen = preset if isinstance(preset, Preset) else _build_preset(preset, {"image_column": image_column,
-                                                                             **overrides})
+    chosen = _build_preset(preset, {"image_column": image_column, **overrides})
     if isinstance(ds, datasets.DatasetDict):
         timings = {}
         splits = {}
