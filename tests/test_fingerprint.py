@@ -68,3 +68,16 @@ def test_num_proc_two_after_the_parent_loaded_models_does_not_hang(tmp_path):
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.strip().endswith("5 ['kept_safe', 'kept_safe', 'redacted', 'redacted', 'redacted', 'redacted', "
                                          "'redacted']")
+
+
+def test_in_chunks_isolates_a_bad_row():
+    from u2s_hf import runtime
+
+    def run(rows):
+        if 3 in rows:
+            raise ValueError("row 3 is bad")
+        return [r * 10 for r in rows]
+
+    out = runtime.in_chunks([0, 1, 2, 3, 4], 2, run)
+    assert {k: v for k, v in out.items() if k != 3} == {0: 0, 1: 10, 2: 20, 4: 40}
+    assert isinstance(out[3], ValueError)

@@ -25,11 +25,12 @@ class ImageError(ValueError):
     """An input that cannot be turned into pixels. The message is short and meant for `u2s_error`."""
 
 
-def decode(value, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Return the image as an HxWx3 uint8 RGB array, upright, first frame only.
+def decode(value, max_pixels: int | None = None) -> np.ndarray:
+    """Return the image as an HxWx3 uint8 RGB array, upright, first frame only (`max_pixels` None: MAX_PIXELS).
 
     `value` may be a PIL image, a `datasets` undecoded dict ({"bytes", "path"}), raw bytes, a file path, or an array.
     """
+    max_pixels = max_pixels or MAX_PIXELS
     if isinstance(value, np.ndarray):
         return _array_to_rgb(value)
     if isinstance(value, Image.Image):

@@ -101,3 +101,29 @@ def package_version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "missing"
+
+
+def in_chunks(rows: list, size: int, run: Callable[[list], list]) -> dict:
+    """{row: result} from `run` over chunks of `size` rows; a chunk that fails is retried row by row, and a row that
+    still fails maps to its exception, so one bad row fails alone."""
+    results = {}
+    for start in range(0, len(rows), size):
+        chunk = rows[start:start + size]
+        try:
+            results.update(zip(chunk, run(chunk)))
+        except Exception:
+            for row in chunk:
+                try:
+                    results[row] = run([row])[0]
+                except Exception as exc:
+                    results[row] = exc
+    return results
+
+
+def torch_dtype(name: str, device: str, on_gpu: str = "float16"):
+    """A torch dtype by name; "auto" is `on_gpu` on CUDA and float32 on the CPU."""
+    import torch
+
+    if name == "auto":
+        name = on_gpu if device.startswith("cuda") else "float32"
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]

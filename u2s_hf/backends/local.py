@@ -6,20 +6,17 @@ from __future__ import annotations
 
 from PIL import Image
 
-from .. import images
+from .. import images, runtime
 from .chat import ChatRequest
 
 
 class LocalChat:
     def __init__(self, model_id: str, revision: str | None, device: str, vision: bool, dtype: str = "auto",
                  trust_remote_code: bool = False):
-        import torch
         import transformers
 
         self.device, self.vision = device, vision
         on_gpu = device.startswith("cuda")
-        torch_dtype = {"auto": torch.bfloat16 if on_gpu else torch.float32, "bfloat16": torch.bfloat16,
-                       "float16": torch.float16, "float32": torch.float32}[dtype]
         common = {"revision": revision, "trust_remote_code": trust_remote_code}
         if vision:
             self.processor = transformers.AutoProcessor.from_pretrained(model_id, **common)
@@ -29,29 +26,18 @@ class LocalChat:
             self.processor = self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_id, **common)
             model_class = transformers.AutoModelForCausalLM
         self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
-        self.model = model_class.from_pretrained(model_id, dtype=torch_dtype, use_safetensors=True,
-                                                 attn_implementation="sdpa" if on_gpu else None, **common)
+        self.model = model_class.from_pretrained(
+            model_id, dtype=runtime.torch_dtype(dtype, device, on_gpu="bfloat16"), use_safetensors=True,
+            attn_implementation="sdpa" if on_gpu else None, **common)
         self.model.to(device).eval()
 
     def complete(self, requests: list[ChatRequest], batch_size: int = 8,
                  image_max_side: int = 1024) -> list[str | Exception]:
         """Answers in request order; a batch that fails is retried row by row so one bad row fails alone."""
-        results: list = [None] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: requests[i].max_new_tokens)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            try:
-                answers = self._generate([requests[i] for i in chunk], image_max_side)
-            except Exception:
-                answers = []
-                for i in chunk:
-                    try:
-                        answers += self._generate([requests[i]], image_max_side)
-                    except Exception as exc:
-                        answers.append(exc)
-            for i, answer in zip(chunk, answers):
-                results[i] = answer
-        return results
+        answers = runtime.in_chunks(order, batch_size,
+                                    lambda rows: self._generate([requests[i] for i in rows], image_max_side))
+        return [answers[i] for i in range(len(requests))]
 
     def _generate(self, requests: list[ChatRequest], image_max_side: int) -> list[str]:
         import torch

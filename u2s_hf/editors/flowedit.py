@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .. import runtime
 from . import pipelines
 
 
@@ -20,7 +21,7 @@ class FlowEdit:
                  cpu_offload: bool = False, text_encoder_3: bool = True):
         from diffusers import StableDiffusion3Pipeline
 
-        self.dtype = pipelines.torch_dtype(dtype, device)
+        self.dtype = runtime.torch_dtype(dtype, device)
         without_t5 = {} if text_encoder_3 else {"text_encoder_3": None, "tokenizer_3": None}
         self.pipe = StableDiffusion3Pipeline.from_pretrained(model, revision=revision, dtype=self.dtype, **without_t5)
         pipelines.place(self.pipe, device, cpu_offload)

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from .. import runtime
 from . import pipelines
 from . import safe_attention as safe_attention_module
 
@@ -15,7 +16,7 @@ class InstructPix2Pix:
         from diffusers import StableDiffusionInstructPix2PixPipeline
 
         self.pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            model, revision=revision, dtype=pipelines.torch_dtype(dtype, device), safety_checker=None,
+            model, revision=revision, dtype=runtime.torch_dtype(dtype, device), safety_checker=None,
             requires_safety_checker=False)
         self.safe_attention = safe_attention
         if safe_attention:

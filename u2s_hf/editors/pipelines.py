@@ -1,17 +1,8 @@
-"""What the diffusion editors share: dtype and device placement, and the aspect-keeping fit to the model's size."""
+"""What the diffusion editors share: device placement and the aspect-keeping fit to the model's size."""
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-
-
-def torch_dtype(name: str, device: str):
-    """"auto" is float16 on CUDA and float32 on the CPU."""
-    import torch
-
-    if name == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
 
 
 def place(pipe, device: str, cpu_offload: bool):

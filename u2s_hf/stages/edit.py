@@ -41,7 +41,7 @@ class Edit(Stage):
         outputs, pending = [None] * n, {}
         for i, value in enumerate(values):
             try:
-                rgb = images.decode(value, c.max_pixels or images.MAX_PIXELS)
+                rgb = images.decode(value, c.max_pixels)
             except images.ImageError as exc:
                 statuses[i], errors[i] = "error", str(exc)
                 continue
@@ -98,22 +98,9 @@ class Edit(Stage):
         else:
             settings = dict(steps=c.steps, source_guidance=c.source_guidance, target_guidance=c.target_guidance,
                             n_min=c.n_min, n_max=c.n_max, n_avg=c.n_avg, resolution=c.resolution)
-        rows = list(pending)
-        results = {}
-        for start in range(0, len(rows), c.batch_size):
-            chunk = rows[start:start + c.batch_size]
-            try:
-                edited = editor.edit([pending[i] for i in chunk], [texts[i] for i in chunk],
-                                     [self.row_seed(pending[i], keys[i]) for i in chunk], **settings)
-                results.update(zip(chunk, edited))
-            except Exception:
-                for i in chunk:
-                    try:
-                        results[i] = editor.edit([pending[i]], [texts[i]], [self.row_seed(pending[i], keys[i])],
-                                                 **settings)[0]
-                    except Exception as exc:
-                        results[i] = exc
-        return results
+        return runtime.in_chunks(list(pending), c.batch_size, lambda rows: editor.edit(
+            [pending[i] for i in rows], [texts[i] for i in rows], [self.row_seed(pending[i], keys[i]) for i in rows],
+            **settings))
 
     def _load_editor(self, device):
         c = self.config

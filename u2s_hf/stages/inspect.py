@@ -40,7 +40,7 @@ class Inspect(Stage):
         decoded = {}
         for i, value in enumerate(values):
             try:
-                decoded[i] = images.decode(value, c.max_pixels or images.MAX_PIXELS)
+                decoded[i] = images.decode(value, c.max_pixels)
             except images.ImageError as exc:
                 statuses[i], errors[i] = "error", str(exc)
         if c.backend == "detectors":
