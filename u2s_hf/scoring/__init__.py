@@ -5,8 +5,8 @@ Each returns the mean under the metric's own name and per-item values; None mark
 from .clip import PAPER_CLIP, clip_score
 from .faces import face_similarity
 from .inspection import PAPER_GROUPS, inspection_scores
-from .perceptual import ssim
+from .perceptual import lpips, ssim
 from .privacy import RACE_CATEGORIES, race_entropy, race_labels_to_counts, text_similarity
 
 __all__ = ["PAPER_CLIP", "PAPER_GROUPS", "RACE_CATEGORIES", "clip_score", "face_similarity", "inspection_scores",
-           "race_entropy", "race_labels_to_counts", "ssim", "text_similarity"]
+           "lpips", "race_entropy", "race_labels_to_counts", "ssim", "text_similarity"]

