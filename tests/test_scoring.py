@@ -169,3 +169,12 @@ def test_lpips_reproduces_the_published_example_distances():
     ref, p0, p1 = (Image.open(folder / f"ex_{name}.png").convert("RGB") for name in ("ref", "p0", "p1"))
     assert scoring.lpips([ref, ref], [p0, p1], net="alex")["per_image"] == pytest.approx([0.722, 0.138], abs=5e-4)
     assert scoring.lpips([ref, ref], [p0, p1], net="vgg")["per_image"] == pytest.approx([0.569, 0.422], abs=5e-4)
+
+
+def test_an_unreadable_image_scores_none_and_the_rest_still_score(photos, vectron):
+    coffee, junk = photos["coffee"], b"\x89PNG\r\n\x1a\n broken"
+    assert scoring.ssim([junk, coffee], [coffee, coffee])["per_image"] == [None, pytest.approx(1.0)]
+    assert scoring.lpips([coffee, coffee], [junk, coffee])["per_image"] == [None, 0.0]
+    out = scoring.face_similarity([photos["astronaut"], junk], [junk, photos["astronaut"]], model="vectron",
+                                  root=vectron)
+    assert out["per_image"] == [None, None] and out["face_retention"] == 0.0

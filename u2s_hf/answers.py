@@ -96,3 +96,20 @@ def _review_item(line: str) -> str:
     item = _BULLET.sub("", line).strip()
     parts = re.split(r"\s*(?::|\s[-–—]\s)\s*", item, maxsplit=1)
     return f"{parts[0]}: {parts[1]}" if len(parts) == 2 and parts[1] else item
+
+
+def parse_text(text: str) -> str:
+    """The transcribed text, one piece per line; "" when the model saw none."""
+    lines = [_BULLET.sub("", _MARKDOWN.sub("", line)).strip() for line in (text or "").splitlines()]
+    lines = [line for line in lines if line]
+    return "" if [line.upper().rstrip(".") for line in lines] in ([], ["NONE"]) else "\n".join(lines)
+
+
+def parse_groups(text: str) -> list[str]:
+    """One apparent group per listed person; [] when nobody is visible. "Person 1: White" and "White, Asian" are
+    read too. Words outside the set are kept as said (`race_labels_to_counts` counts them as Other)."""
+    groups = []
+    for line in (text or "").splitlines():
+        line = _BULLET.sub("", _MARKDOWN.sub("", line)).rsplit(":", 1)[-1]
+        groups += [group.strip().rstrip(".") for group in line.split(",")]
+    return [group for group in groups if group and group.upper() != "NONE"]

@@ -231,6 +231,21 @@ class EditConfig:
             raise ValueError("steps and batch_size must be >= 1, resolution >= 8")
 
 
+
+# The paper's judge (InternVL3.5-8B) in transformers' native format.
+JUDGE = "OpenGVLab/InternVL3_5-8B-HF"
+
+
+@dataclass(frozen=True)
+class JudgeConfig(ModelSettings):
+    """The vision-language model the metrics ask: VLMScore, text reading and apparent demographic groups."""
+
+    backend: str = "vlm"
+    model: str | None = JUDGE
+
+    def __post_init__(self):
+        self._check_model("Judge", "vlm")
+
 # The paper's Stage-1 models. InternVL3-8B-hf is the InternVL family in transformers' native format (no
 # trust_remote_code); the paper used InternVL2.5-8B, which only exists as remote code. Revisions are not pinned:
 # pinning needs the full commit hash, which could not be read from here (see the README).

@@ -113,9 +113,12 @@ class TextDetector:
             lines.append((text, float(score), [*quad.min(axis=0), *quad.max(axis=0)]))
         return lines
 
+    def readable(self, rgb: np.ndarray, threshold: float) -> list[tuple[str, float, list[float]]]:
+        """The lines read with at least `threshold` confidence that hold two or more letters or digits."""
+        return [line for line in self.read(rgb) if line[1] >= threshold and len(_ALNUM.findall(line[0])) >= 2]
+
     def __call__(self, rgb: np.ndarray, threshold: float) -> list[dict]:
-        return [_detection("text", score, box) for text, score, box in self.read(rgb)
-                if score >= threshold and len(_ALNUM.findall(text)) >= 2]
+        return [_detection("text", score, box) for _, score, box in self.readable(rgb, threshold)]
 
 
 def load_face_detector(device: str, threads: int) -> FaceDetector:

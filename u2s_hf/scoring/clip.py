@@ -4,8 +4,7 @@ from __future__ import annotations
 from PIL import Image
 
 from .. import runtime
-from ..images import decode
-from .perceptual import _mean
+from .common import mean, pixels
 
 PAPER_CLIP = "ViT-L-14/openai"  # the paper's CLIP ViT-L/14
 
@@ -14,24 +13,25 @@ def clip_score(images, texts, model: str = PAPER_CLIP, device: str = "cpu", batc
     """Cosine similarity between each image and its text with an open_clip model.
 
     `model` is "hf-hub:org/name", "local-dir:/path" or "ARCH/PRETRAINED" (open_clip's tags, e.g. "ViT-L-14/openai").
-    A pair with no image or no text scores None.
+    A pair with no (readable) image or no text scores None.
     """
     import torch
     import torch.nn.functional as F
 
     clip, preprocess, tokenizer = _load(model, device)
+    decoded = [pixels(image) if text else None for image, text in zip(images, texts, strict=True)]
     scores: list = [None] * len(texts)
-    pairs = [i for i, (image, text) in enumerate(zip(images, texts, strict=True)) if image is not None and text]
+    pairs = [i for i, rgb in enumerate(decoded) if rgb is not None]
     for start in range(0, len(pairs), batch_size):
         rows = pairs[start:start + batch_size]
-        pixels = torch.stack([preprocess(Image.fromarray(decode(images[i]))) for i in rows]).to(device)
+        batch = torch.stack([preprocess(Image.fromarray(decoded[i])) for i in rows]).to(device)
         with torch.no_grad():
-            image_features = F.normalize(clip.encode_image(pixels).float(), dim=-1)
+            image_features = F.normalize(clip.encode_image(batch).float(), dim=-1)
             tokens = tokenizer([texts[i] for i in rows]).to(device)
             text_features = F.normalize(clip.encode_text(tokens).float(), dim=-1)
         for i, value in zip(rows, (image_features * text_features).sum(-1).tolist()):
             scores[i] = value
-    return {"clip_score": _mean(scores), "per_image": scores}
+    return {"clip_score": mean(scores), "per_image": scores}
 
 
 def _load(model: str, device: str):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import images, runtime
+from .. import runtime
+from .common import pixels
 
 IOU_RETAINED = 0.3
 
@@ -20,7 +21,7 @@ def face_similarity(originals, anonymized, model: str = "antelopev2", root: str 
     matched, retained, per_image, original_faces = [], 0, [], 0
     for original, edited in zip(originals, anonymized, strict=True):
         before = _faces(app, original)
-        after = _faces(app, edited) if edited is not None else []
+        after = _faces(app, edited)
         original_faces += len(before)
         best = [max(float(np.dot(f.normed_embedding, g.normed_embedding)) for g in after) for f in before] \
             if after else []
@@ -44,9 +45,10 @@ def _analysis(model: str, root: str | None):
     return runtime.cached_model(("face-embedding", model, root, "cpu"), load)
 
 
-def _faces(app, image):
-    rgb = images.decode(image)
-    return app.get(np.ascontiguousarray(rgb[..., ::-1]))
+def _faces(app, image) -> list:
+    """The faces insightface finds; none in a missing or unreadable image."""
+    rgb = pixels(image)
+    return [] if rgb is None else app.get(np.ascontiguousarray(rgb[..., ::-1]))
 
 
 def _iou(a, b) -> float:

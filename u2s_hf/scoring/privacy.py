@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from .perceptual import _mean
+from .common import mean
 
 RACE_CATEGORIES = ("White", "Black", "Asian", "Hispanic", "Other")
 
@@ -21,7 +21,7 @@ def text_similarity(original_texts, anonymized_texts) -> dict:
             excluded += 1
             continue
         per_pair.append(fuzz.token_set_ratio(original, anonymized or "", processor=utils.default_process) / 100)
-    return {"text_similarity": _mean(per_pair), "per_pair": per_pair, "excluded": excluded}
+    return {"text_similarity": mean(per_pair), "per_pair": per_pair, "excluded": excluded}
 
 
 def race_labels_to_counts(labels_per_image, categories=RACE_CATEGORIES, other: str = "Other") -> dict:

@@ -1,0 +1,74 @@
+"""Metrics that ask a vision-language model: VLMScore, the text in an image and the apparent demographic groups.
+
+Text can also be read offline with RapidOCR (the detector the lite preset uses). A request that fails or an answer
+that cannot be read is reported as None and counted, never scored as if it were an answer.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .. import answers, prompts, runtime
+from ..backends.chat import ChatRequest, load_chat
+from ..config import JudgeConfig
+from .common import mean, pixels
+
+
+def vlm_score(originals, anonymized, judge: JudgeConfig | None = None) -> dict:
+    """The judge's 0-100 ANONYMIZATION_SCORE for each pair, shown side by side (original left); higher = harder
+    to link. `unreadable` counts pairs whose request failed or whose answer had no score."""
+    judge = judge or JudgeConfig()
+    pairs = [_side_by_side(pixels(a), pixels(b)) for a, b in zip(originals, anonymized, strict=True)]
+    scores = _ask(judge, pairs, prompts.render("judge"), 16, answers.parse_score)
+    unreadable = sum(1 for pair, score in zip(pairs, scores) if pair is not None and score is None)
+    return {"vlm_score": mean(scores), "per_image": scores, "unreadable": unreadable}
+
+
+def read_text(pictures, reader: str | JudgeConfig = "ocr", min_confidence: float = 0.8) -> list[str | None]:
+    """The text readable in each image ("" when none; None when the image is missing or could not be read).
+
+    `reader` is "ocr" (offline RapidOCR: lines of at least `min_confidence` with two or more letters or digits,
+    the rule the lite preset flags text by) or a `JudgeConfig` (the paper reads text with a VLM).
+    """
+    if isinstance(reader, JudgeConfig):
+        return _ask(reader, [pixels(p) for p in pictures], prompts.render("extract_text"), 256, answers.parse_text)
+    if reader != "ocr":
+        raise ValueError(f"reader must be 'ocr' or a JudgeConfig, not {reader!r}")
+    from ..backends.detectors import load_text_detector
+
+    threads = runtime.configure_threads()
+    ocr = load_text_detector(runtime.device_for(None), threads, 960)
+    decoded = map(pixels, pictures)
+    return [None if rgb is None else "\n".join(text for text, _, _ in ocr.readable(rgb, min_confidence))
+            for rgb in decoded]
+
+
+def list_groups(pictures, judge: JudgeConfig | None = None) -> list[list[str] | None]:
+    """The apparent group of each visible person per image ([] when nobody is visible; None when unreadable)."""
+    return _ask(judge or JudgeConfig(), [pixels(p) for p in pictures], prompts.render("demographics"), 64,
+                answers.parse_groups)
+
+
+def _ask(judge: JudgeConfig, pixels: list, prompt: str, max_new_tokens: int, parse) -> list:
+    rows = [i for i, image in enumerate(pixels) if image is not None]
+    replies = load_chat(judge)([ChatRequest(prompt, pixels[i], max_new_tokens) for i in rows])
+    results: list = [None] * len(pixels)
+    for i, reply in zip(rows, replies):
+        try:
+            if isinstance(reply, Exception):
+                raise answers.AnswerError(f"{type(reply).__name__}: {reply}")
+            results[i] = parse(reply)
+        except answers.AnswerError as error:
+            runtime.logger.warning("judge answer for row %d not used: %s", i, error)
+    return results
+
+
+def _side_by_side(original: np.ndarray | None, anonymized: np.ndarray | None) -> np.ndarray | None:
+    """Original on the left, the anonymised image scaled to the same height on the right."""
+    if original is None or anonymized is None:
+        return None
+    height, width = original.shape[:2]
+    if anonymized.shape[0] != height:
+        scaled = round(anonymized.shape[1] * height / anonymized.shape[0])
+        anonymized = np.asarray(Image.fromarray(anonymized).resize((max(1, scaled), height), Image.BICUBIC))
+    return np.concatenate([original, anonymized], axis=1)
