@@ -246,6 +246,11 @@ class JudgeConfig(ModelSettings):
     def __post_init__(self):
         self._check_model("Judge", "vlm")
 
+    @classmethod
+    def named(cls, model: str, base_url: str | None = None) -> JudgeConfig:
+        """The judge `model`, loaded in this process, or served at `base_url` (an OpenAI-compatible server)."""
+        return cls(backend="server", model=model, base_url=base_url) if base_url else cls(model=model)
+
 # The paper's Stage-1 models. InternVL3-8B-hf is the InternVL family in transformers' native format (no
 # trust_remote_code); the paper used InternVL2.5-8B, which only exists as remote code. Revisions are not pinned:
 # pinning needs the full commit hash, which could not be read from here (see the README).

