@@ -25,6 +25,16 @@ def photos() -> dict:
 
 
 @pytest.fixture(scope="session")
+def class_photos(photos) -> dict:
+    """One class per photo: three photos that even a random tiny ViT tells apart (all from package data)."""
+    import skimage.data
+    from PIL import Image
+
+    return {"astronaut": photos["astronaut"], "coffee": photos["coffee"],
+            "rocket": Image.fromarray(skimage.data.rocket())}
+
+
+@pytest.fixture(scope="session")
 def people_photos(photos) -> dict:
     """Every photo with faces we can read from installed packages: portraits, a profile, groups, a crowd."""
     found = {name: photos[name] for name in ("astronaut", "camera", "grace_hopper")}

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageEnhance, ImageOps, PngImagePlugin
 
 VECTRON_FILES = ("scrfd_500m_bnkps.onnx", "w600k_mbf.onnx")
+# Image classes for the utility metric: one photo per class (see the class_photos fixture).
+CLASSES = ("astronaut", "coffee", "rocket")
 
 
 def _package_dir(name: str) -> Path:
@@ -134,3 +136,32 @@ def image_dataset(images: dict, path: Path | None = None) -> datasets.Dataset:
 
 def pixels(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
+
+
+def class_crops(photo: Image.Image, count: int, seed: int, jitter: bool = False) -> list[Image.Image]:
+    """Random crops (half to all of each side) of one photo, some mirrored, `jitter` also changes brightness; each
+    under a plain grey band. At the backbone's 32x32 the band fills the first row of 8x8 patches: a backbone that
+    drops patches (ViTMAE keeps only the first quarter of them by default) sees identical images and is at chance."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        w, h = (int(side * rng.uniform(0.5, 1.0)) for side in photo.size)
+        x, y = int(rng.integers(0, photo.width - w + 1)), int(rng.integers(0, photo.height - h + 1))
+        part = photo.crop((x, y, x + w, y + h)).resize((48, 32), Image.BILINEAR)
+        if rng.random() < 0.5:
+            part = ImageOps.mirror(part)
+        if jitter:
+            part = ImageEnhance.Brightness(part).enhance(rng.uniform(0.8, 1.2))
+        image = Image.new("RGB", (48, 48), (128, 128, 128))
+        image.paste(part, (0, 16))
+        out.append(image)
+    return out
+
+
+def class_split(photos, count: int, seed: int, jitter: bool = False, names=CLASSES) -> dict:
+    """Images and string labels: the classes are different photos."""
+    images, labels = [], []
+    for k, name in enumerate(names):
+        images += class_crops(photos[name], count, seed + k, jitter)
+        labels += [name] * count
+    return {"image": images, "label": labels}

@@ -70,3 +70,22 @@ def test_quality_uses_the_public_captions_and_says_when_there_are_none(photos, t
     without = evaluation.evaluate_datasets(originals, anonymized.remove_columns("c_pub"), config)
     assert "clip_score" not in without
     assert without["skipped"]["clip_score"] == "no 'c_pub' column in the anonymised dataset"
+
+
+def test_utility_trains_on_the_anonymised_train_split_and_tests_on_the_original_test_split(
+        class_photos, tmp_path, capsys):
+    splits = {"train": corpus.class_split(class_photos, 6, 0), "test": corpus.class_split(class_photos, 4, 100)}
+    original = tmp_path / "original"
+    datasets.DatasetDict({name: datasets.Dataset.from_dict(data) for name, data in splits.items()}).save_to_disk(
+        str(original))
+    assert cli.main(["anonymize", str(original), "--out", str(tmp_path / "lite")]) == 0
+    backbone = tiny_models.vit_mae(tmp_path / "vit-mae")
+    code = cli.main(["evaluate", "--original", str(original), "--anonymized", str(tmp_path / "lite"), "--compare",
+                     str(original), "--metrics", "utility,privacy", "--backbone", str(backbone), "--epochs", "2",
+                     "--face-model", "vectron", "--face-root", corpus.vectron_root(), "--out", str(tmp_path / "r")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    for run in ("lite", "original"):
+        assert 0 <= report[run]["accuracy"] <= 1 and report[run]["utility_skipped_rows"] == 0
+        assert report[run]["rows"] == 30  # privacy pools both splits
+    assert "Acc ↑" in (tmp_path / "r" / "report.md").read_text() and (tmp_path / "r" / "tradeoff.png").exists()

@@ -1,6 +1,7 @@
 """Every `evaluate` module in metrics/ through evaluate.load, offline, against the scoring functions it wraps."""
 from pathlib import Path
 
+import datasets
 import evaluate
 import pytest
 from PIL import ImageFilter
@@ -75,3 +76,14 @@ def test_inspection_on_hand_written_labels():
     out = load("u2s_inspection").compute(predictions=flags, references=labels)
     assert out == scoring.inspection_scores(flags, labels)
     assert out["all"]["recall"] == 1.0 and out["all"]["precision"] == pytest.approx(2 / 3)
+
+
+def test_utility_trains_on_the_predictions_and_tests_on_the_originals(class_photos, tmp_path):
+    backbone = str(tiny_models.vit_mae(tmp_path / "vit-mae"))
+    train, test = corpus.class_split(class_photos, 6, 0), corpus.class_split(class_photos, 4, 100, jitter=True)
+    fast = {"backbone": backbone, "epochs": 4, "batch_size": 6, "grad_accum": 1, "lr": 1e-2}
+    out = load("u2s_utility", **fast).compute(predictions=train["image"], references=train["label"],
+                                               test_images=test["image"], test_labels=test["label"])
+    direct = scoring.train_eval_classifier(datasets.Dataset.from_dict(train), datasets.Dataset.from_dict(test),
+                                           **fast)
+    assert out == direct and out["num_classes"] == 3 and len(out["per_image"]) == 12

@@ -184,3 +184,19 @@ def open_clip_model(folder: Path) -> str:
     save_file(model.state_dict(), str(folder / "open_clip_model.safetensors"))
     save_config_for_hf(model, folder / "open_clip_config.json", config)
     return f"local-dir:{folder}"
+
+
+def vit_mae(folder: Path) -> Path:
+    """A tiny random ViTMAE laid out like facebook/vit-mae-base: a ViTMAEForPreTraining checkpoint (encoder under
+    `vit.`, plus the decoder) with the default mask_ratio 0.75, and a ViTImageProcessor (32x32, ImageNet stats)."""
+    import torch
+    from transformers import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
+
+    torch.manual_seed(0)
+    config = ViTMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                          image_size=32, patch_size=8, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+                          decoder_num_attention_heads=2, decoder_intermediate_size=64)
+    ViTMAEForPreTraining(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
+                      image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    return folder
