@@ -89,3 +89,24 @@ def test_utility_trains_on_the_anonymised_train_split_and_tests_on_the_original_
         assert 0 <= report[run]["accuracy"] <= 1 and report[run]["utility_skipped_rows"] == 0
         assert report[run]["rows"] == 30  # privacy pools both splits
     assert "Acc ↑" in (tmp_path / "r" / "report.md").read_text() and (tmp_path / "r" / "tradeoff.png").exists()
+
+
+def test_a_judge_served_over_http_reads_text_and_scores(photo_dir, tmp_path, capsys):
+    from chat_server import ChatServer
+
+    def judge(prompt, image):
+        if "ANONYMIZATION_SCORE" in prompt:
+            return "ANONYMIZATION_SCORE: 10"
+        return "COMO HOPPER" if "Transcribe" in prompt and image.height > 400 else "NONE"
+
+    with ChatServer(judge) as server:
+        code = cli.main(["evaluate", "--original", str(photo_dir), "--anonymized", str(photo_dir), "--metrics",
+                         "privacy", "--face-model", "vectron", "--face-root", corpus.vectron_root(), "--judge",
+                         "judge", "--judge-url", server.base_url, "--text-reader", "judge", "--out", str(tmp_path)])
+        prompts = [request["messages"][-1]["content"][-1]["text"] for request in server.requests]
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "report.json").read_text())[photo_dir.name]
+    assert result["vlm_score"] == 10 and result["vlm_unreadable"] == 0
+    assert result["race_counts"] == dict.fromkeys(scoring.RACE_CATEGORIES, 0) and result["race_entropy"] is None
+    assert result["text_similarity"] == 1.0 and result["skipped"] == {"race_entropy": "the judge listed no person"}
+    assert sum("Transcribe" in p for p in prompts) == 6 and sum("racial group" in p for p in prompts) == 3

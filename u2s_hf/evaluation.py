@@ -65,6 +65,8 @@ def privacy(originals, anonymized, face_model: str = "antelopev2", face_root: st
     score = scoring.vlm_score(originals, anonymized, judge)
     result.update(race_entropy=scoring.race_entropy(counts), race_counts=counts, vlm_score=score["vlm_score"],
                   vlm_unreadable=score["unreadable"])
+    if result["race_entropy"] is None:
+        result["skipped"]["race_entropy"] = "the judge listed no person"
     result["per_image"]["vlm_score"] = score["per_image"]
     return result
 

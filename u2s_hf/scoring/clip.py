@@ -4,7 +4,7 @@ from __future__ import annotations
 from PIL import Image
 
 from .. import runtime
-from .common import mean, pixels
+from .common import mean, pixels, progress
 
 PAPER_CLIP = "ViT-L-14/openai"  # the paper's CLIP ViT-L/14
 
@@ -22,7 +22,7 @@ def clip_score(images, texts, model: str = PAPER_CLIP, device: str = "cpu", batc
     decoded = [pixels(image) if text else None for image, text in zip(images, texts, strict=True)]
     scores: list = [None] * len(texts)
     pairs = [i for i, rgb in enumerate(decoded) if rgb is not None]
-    for start in range(0, len(pairs), batch_size):
+    for start in progress(range(0, len(pairs), batch_size), "CLIP score", unit="batch"):
         rows = pairs[start:start + batch_size]
         batch = torch.stack([preprocess(Image.fromarray(decoded[i])) for i in rows]).to(device)
         with torch.no_grad():

@@ -17,6 +17,13 @@ def pixels(value) -> np.ndarray | None:
         return None
 
 
+def progress(iterable=None, desc: str = "", total: int | None = None, unit: str = "image"):
+    """A progress bar on a terminal; silent when output is not a terminal (tqdm's disable=None)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, disable=None)
+
+
 def mean(values) -> float | None:
     defined = [v for v in values if v is not None]
     return float(np.mean(defined)) if defined else None

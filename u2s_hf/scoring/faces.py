@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import runtime
-from .common import pixels
+from .common import pixels, progress
 
 IOU_RETAINED = 0.3
 
@@ -19,7 +19,7 @@ def face_similarity(originals, anonymized, model: str = "antelopev2", root: str 
     """
     app = _analysis(model, root)
     matched, retained, per_image, original_faces = [], 0, [], 0
-    for original, edited in zip(originals, anonymized, strict=True):
+    for original, edited in progress(zip(originals, anonymized, strict=True), "FaceSim", len(originals)):
         before = _faces(app, original)
         after = _faces(app, edited)
         original_faces += len(before)

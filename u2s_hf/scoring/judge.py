@@ -11,7 +11,7 @@ from PIL import Image
 from .. import answers, prompts, runtime
 from ..backends.chat import ChatRequest, load_chat
 from ..config import JudgeConfig
-from .common import mean, pixels
+from .common import mean, pixels, progress
 
 
 def vlm_score(originals, anonymized, judge: JudgeConfig | None = None) -> dict:
@@ -40,7 +40,7 @@ def read_text(pictures, reader: str | JudgeConfig = "ocr", min_confidence: float
     ocr = load_text_detector(runtime.device_for(None), threads, 960)
     decoded = map(pixels, pictures)
     return [None if rgb is None else "\n".join(text for text, _, _ in ocr.readable(rgb, min_confidence))
-            for rgb in decoded]
+            for rgb in progress(decoded, "OCR", len(pictures))]
 
 
 def list_groups(pictures, judge: JudgeConfig | None = None) -> list[list[str] | None]:

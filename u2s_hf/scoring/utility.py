@@ -6,6 +6,7 @@ import math
 
 from .. import runtime
 from ..images import ImageError, decode
+from .common import progress
 
 PAPER_BACKBONE = "facebook/vit-mae-base"  # the paper's ImageMAE ViT-B/16, self-supervised on ImageNet-1k
 
@@ -75,7 +76,7 @@ def train_eval_classifier(train_ds, test_ds, backbone: str = PAPER_BACKBONE, mod
     optimizer = torch.optim.AdamW([p for p in [*head.parameters(), *encoder.parameters()] if p.requires_grad], lr=lr)
     steps = max(1, epochs * math.ceil(len(loader) / grad_accum))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    for epoch in range(epochs):
+    for epoch in progress(range(epochs), "utility training", unit="epoch"):
         encoder.train(mode == "finetune")
         head.train()
         total = 0.0
