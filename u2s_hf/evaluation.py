@@ -25,6 +25,12 @@ CITATION = """@inproceedings{dinh2026unsafe2safe,
 }"""
 
 
+def image_pair_features() -> datasets.Features:
+    """Inputs of the `evaluate` modules that compare images: anonymised `predictions`, original `references`, kept
+    undecoded (the metrics decode them; one that cannot be read scores None)."""
+    return datasets.Features({"predictions": datasets.Image(decode=False), "references": datasets.Image(decode=False)})
+
+
 def cheating(originals, anonymized, use_lpips: bool = True, lpips_net: str = "vgg", lpips_backbone: str = "auto",
              device: str = "cpu") -> dict:
     """SSIM (lower = more changed) and LPIPS (higher = more changed); LPIPS is None when switched off."""

@@ -1,5 +1,4 @@
 """u2s_cheating: how much did the anonymiser change the image? (SSIM lower and LPIPS higher = more changed)"""
-import datasets
 import evaluate
 
 from u2s_hf import evaluation
@@ -31,8 +30,7 @@ class U2sCheating(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION, citation=evaluation.CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Image(decode=False),
-                                        "references": datasets.Image(decode=False)}))
+            features=evaluation.image_pair_features())
 
     def _compute(self, predictions, references):
         return evaluation.cheating(references, predictions, **self.settings)

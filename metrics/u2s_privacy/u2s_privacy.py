@@ -1,6 +1,5 @@
 """u2s_privacy: what is left to link an anonymised image to its original (FaceSim, TextSim, race entropy,
 VLMScore)."""
-import datasets
 import evaluate
 
 from u2s_hf import evaluation
@@ -38,8 +37,7 @@ class U2sPrivacy(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION, citation=evaluation.CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Image(decode=False),
-                                        "references": datasets.Image(decode=False)}))
+            features=evaluation.image_pair_features())
 
     def _compute(self, predictions, references):
         return evaluation.privacy(references, predictions, **self.settings)
