@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import datasets
-from tqdm.auto import tqdm
-
 from . import scoring, sources
 from .config import JudgeConfig
+from .scoring.common import progress
 
 GROUPS = ("quality", "cheating", "privacy", "utility")
 # The method the metrics come from, for the `evaluate` modules' citation.
@@ -111,11 +110,10 @@ class EvaluationConfig:
 def evaluate_datasets(original, anonymized, config: EvaluationConfig = EvaluationConfig()) -> dict:
     """Every chosen group for one anonymised dataset against its original; rows are paired by position."""
     result: dict = {"rows": None, "skipped": {}}
-    steps = [group for group in config.groups if group != "utility"]
-    if steps:
+    if set(config.groups) - {"utility"}:  # the groups that compare paired rows
         originals, outputs, captions = _pairs(original, anonymized, config)
         result["rows"] = len(originals)
-    for group in tqdm(config.groups, desc="metric groups", unit="group"):
+    for group in progress(config.groups, "metric groups", unit="group"):
         if group == "quality":
             if captions is None:
                 result["skipped"]["clip_score"] = f"no {config.caption_column!r} column in the anonymised dataset"
