@@ -76,3 +76,11 @@ def test_parse_text(text, expected):
 def test_parse_groups():
     assert answers.parse_groups("- **White**\n- Black, Hispanic\nNONE") == ["White", "Black", "Hispanic"]
     assert answers.parse_groups("NONE") == []
+
+
+def test_a_judge_given_by_id_runs_in_this_process(photos, tmp_path):
+    import tiny_models
+
+    model = tiny_models.vlm(tmp_path / "judge", "ANONYMIZATION_SCORE: 55")
+    out = scoring.vlm_score([photos["astronaut"]], [photos["coffee"]], judge=str(model))
+    assert out == {"vlm_score": 55, "per_image": [55], "unreadable": 0}

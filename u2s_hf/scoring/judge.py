@@ -14,12 +14,12 @@ from ..config import JudgeConfig
 from .common import mean, pixels, progress
 
 
-def vlm_score(originals, anonymized, judge: JudgeConfig | None = None) -> dict:
+def vlm_score(originals, anonymized, judge: JudgeConfig | str | None = None) -> dict:
     """The judge's 0-100 ANONYMIZATION_SCORE for each pair, shown side by side (original left); higher = harder
-    to link. `unreadable` counts pairs whose request failed or whose answer had no score."""
-    judge = judge or JudgeConfig()
+    to link. `unreadable` counts pairs whose request failed or whose answer had no score. `judge` is a JudgeConfig
+    or a model id loaded in this process (default: the paper's judge)."""
     pairs = [_side_by_side(pixels(a), pixels(b)) for a, b in zip(originals, anonymized, strict=True)]
-    scores = _ask(judge, pairs, prompts.render("judge"), 16, answers.parse_score)
+    scores = _ask(judge, pairs, prompts.render("judge"), 32, answers.parse_score)
     unreadable = sum(1 for pair, score in zip(pairs, scores) if pair is not None and score is None)
     return {"vlm_score": mean(scores), "per_image": scores, "unreadable": unreadable}
 
@@ -43,13 +43,13 @@ def read_text(pictures, reader: str | JudgeConfig = "ocr", min_confidence: float
             for rgb in progress(decoded, "OCR", len(pictures))]
 
 
-def list_groups(pictures, judge: JudgeConfig | None = None) -> list[list[str] | None]:
+def list_groups(pictures, judge: JudgeConfig | str | None = None) -> list[list[str] | None]:
     """The apparent group of each visible person per image ([] when nobody is visible; None when unreadable)."""
-    return _ask(judge or JudgeConfig(), [pixels(p) for p in pictures], prompts.render("demographics"), 64,
-                answers.parse_groups)
+    return _ask(judge, [pixels(p) for p in pictures], prompts.render("demographics"), 256, answers.parse_groups)
 
 
-def _ask(judge: JudgeConfig, pixels: list, prompt: str, max_new_tokens: int, parse) -> list:
+def _ask(judge: JudgeConfig | str | None, pixels: list, prompt: str, max_new_tokens: int, parse) -> list:
+    judge = JudgeConfig.named(judge) if isinstance(judge, str) else judge or JudgeConfig()
     rows = [i for i, image in enumerate(pixels) if image is not None]
     replies = load_chat(judge)([ChatRequest(prompt, pixels[i], max_new_tokens) for i in rows])
     results: list = [None] * len(pixels)
