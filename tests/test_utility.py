@@ -91,3 +91,12 @@ def test_rejects_an_unknown_mode_and_a_train_split_with_no_usable_row(backbone, 
     unlabelled = datasets.Dataset.from_dict({"image": [class_photos["coffee"]], "label": [None]})
     with pytest.raises(ValueError, match="no usable training row"):
         train_eval_classifier(unlabelled, test, backbone=backbone)
+
+
+def test_randaugment_changes_what_the_model_trains_on(backbone, class_label_splits):
+    train, test = class_label_splits
+    settings = dict(FAST, epochs=2, mode="finetune")
+    plain = train_eval_classifier(train, test, backbone=backbone, randaugment=False, **settings)
+    augmented = train_eval_classifier(train, test, backbone=backbone, randaugment=True, **settings)
+    assert plain == train_eval_classifier(train, test, backbone=backbone, randaugment=False, **settings)
+    assert augmented["per_image"] != plain["per_image"] or augmented["accuracy"] != plain["accuracy"]
