@@ -154,6 +154,10 @@ def test_lpips_is_the_same_in_a_batch_and_alone(photos):
     together = scoring.lpips([original] * 3, changed, batch_size=3)["per_image"]
     alone = [scoring.lpips([original], [image])["per_image"][0] for image in changed]
     assert together == pytest.approx(alone, abs=1e-5)
+    other = photos["coffee"].resize((96, 64))  # another size between them: the batch splits around it
+    mixed = scoring.lpips([original, other, original, original], [changed[0], other, changed[1], changed[2]],
+                          batch_size=2)["per_image"]
+    assert mixed[1] == 0.0 and [mixed[0], *mixed[2:]] == pytest.approx(alone, abs=1e-5)
 
 
 def test_lpips_refuses_unknown_settings(photos):

@@ -144,7 +144,8 @@ def _utility(original, anonymized, config: EvaluationConfig) -> dict:
     image_column = sources.image_column_of(test, config.image_column)
     train_column = _anonymized_column(train, config)
     if train_column != image_column:
-        train = train.remove_columns([c for c in (image_column,) if c in train.column_names])
+        if image_column in train.column_names:
+            train = train.remove_columns(image_column)
         train = train.rename_column(train_column, image_column)
     scores = scoring.train_eval_classifier(train, test, backbone=config.backbone, mode=config.mode,
                                            image_column=image_column, label_column=config.label_column,

