@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import datasets
+
 from . import scoring, sources
 from .config import JudgeConfig
 from .scoring.common import progress
@@ -45,15 +46,15 @@ def privacy(originals, anonymized, face_model: str = "antelopev2", face_root: st
     """FaceSim and face retention, TextSim, race entropy of the anonymised images, and VLMScore.
 
     Text is read by RapidOCR (`text_reader="ocr"`, offline) or by the judge (`"judge"`, the paper's way). Race
-    entropy and VLMScore need a judge; without one they are None and `skipped` says so. A pair whose text could not
-    be read on either side is left out of TextSim and counted in `text_unreadable` (an unread anonymised image
-    must not count as text removed).
+    entropy and VLMScore need a judge; without one they are None and `skipped` says so. A pair whose anonymised
+    image could not be read is left out of TextSim and counted in `text_unreadable` (an unread anonymised image
+    must not count as text removed); pairs whose original has no readable text are in `text_excluded`.
     """
-    faces = scoring.face_similarity(originals, anonymized, model=face_model, root=face_root)
     if text_reader not in ("ocr", "judge"):
         raise ValueError(f"text_reader must be 'ocr' or 'judge', not {text_reader!r}")
     if text_reader == "judge" and judge is None:
         raise ValueError("text_reader='judge' needs a judge")
+    faces = scoring.face_similarity(originals, anonymized, model=face_model, root=face_root)
     reader = judge if text_reader == "judge" else "ocr"
     before, after = scoring.read_text(originals, reader), scoring.read_text(anonymized, reader)
     unreadable = sum(1 for a, b in zip(before, after) if a is not None and b is None)
