@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import runtime
+from .. import answers, runtime
 
 
 @dataclass(frozen=True)
@@ -45,3 +45,10 @@ def load_chat(settings, rank=None) -> Callable[[list[ChatRequest]], list]:
 def failure(exc: Exception) -> str:
     """A short reason for a request that failed."""
     return f"model request failed: {type(exc).__name__}: {exc}"[:200]
+
+
+def parse_reply(reply, parse):
+    """`parse(reply)`; a request that failed (its exception in place of the answer) raises AnswerError with why."""
+    if isinstance(reply, Exception):
+        raise answers.AnswerError(failure(reply))
+    return parse(reply)

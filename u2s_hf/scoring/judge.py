@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from .. import answers, prompts, runtime
-from ..backends.chat import ChatRequest, failure, load_chat
+from ..backends.chat import ChatRequest, load_chat, parse_reply
 from ..config import InspectConfig, JudgeConfig
 from .common import mean, pixels, progress
 
@@ -56,9 +56,7 @@ def _ask(judge: JudgeConfig | str | None, pixels: list, prompt: str, max_new_tok
     results: list = [None] * len(pixels)
     for i, reply in zip(rows, replies):
         try:
-            if isinstance(reply, Exception):
-                raise answers.AnswerError(failure(reply))
-            results[i] = parse(reply)
+            results[i] = parse_reply(reply, parse)
         except answers.AnswerError as error:
             runtime.logger.warning("judge answer for row %d not used: %s", i, error)
     return results

@@ -12,7 +12,7 @@ import pyarrow as pa
 from datasets.features.features import encode_nested_example
 
 from .. import answers, runtime
-from ..backends.chat import failure
+from ..backends.chat import parse_reply
 
 STATUS = datasets.Value("string")
 ERROR = datasets.Value("string")
@@ -100,9 +100,7 @@ def read_replies(rows, replies, parse, statuses, errors) -> dict:
     parsed = {}
     for i, reply in zip(rows, replies):
         try:
-            if isinstance(reply, Exception):
-                raise answers.AnswerError(failure(reply))
-            parsed[i] = parse(reply)
+            parsed[i] = parse_reply(reply, parse)
         except answers.AnswerError as exc:
             statuses[i], errors[i] = "error", join_errors(errors[i], str(exc))
     return parsed
