@@ -87,9 +87,10 @@ def gps_exif(image) -> Image.Exif:
 # name -> (kind, what the file is). "error" files must end as status "error"; the others must be processed.
 BAD_INPUTS = {
     "corrupt.jpg": "error", "truncated.png": "error", "empty.jpg": "error", "not_an_image.jpg": "error",
-    "bomb.png": "error",
+    "bomb.png": "error", "cut_pages.tif": "error",
     "cmyk.jpg": "ok", "sixteen_bit.png": "ok", "palette_alpha.png": "ok", "exif_rotated.jpg": "ok",
     "animated.gif": "ok", "one_pixel.png": "ok", "large.jpg": "ok", "gps.jpg": "ok", "grey_alpha.png": "ok",
+    "first_page.tif": "ok",
 }
 
 
@@ -121,6 +122,14 @@ def write_bad_inputs(folder: Path, face, no_face) -> None:
     text.add_text("Author", "Jane Private")
     (folder / "gps.jpg").write_bytes(_jpeg(face, exif=gps_exif(face).tobytes()))
     face.convert("LA").save(folder / "grey_alpha.png", pnginfo=text)
+    # A 2-page TIFF keeps its second page last: cut inside the first page it is corrupt; cut just after, its first
+    # page is whole. Decoding once walked every page, raised TypeError on both, and ended the run.
+    buffer = io.BytesIO()
+    face.save(buffer, "TIFF", save_all=True, append_images=[no_face.resize(face.size)])
+    pages = buffer.getvalue()
+    first_page_ends = Image.open(io.BytesIO(pages)).tile[0].offset + face.width * face.height * 3
+    (folder / "cut_pages.tif").write_bytes(pages[:first_page_ends // 2])
+    (folder / "first_page.tif").write_bytes(pages[:first_page_ends + 4])
 
 
 def image_dataset(images: dict, path: Path | None = None) -> datasets.Dataset:
