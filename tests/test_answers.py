@@ -1,3 +1,5 @@
+import random
+
 import pytest
 
 from u2s_hf import answers, prompts
@@ -8,18 +10,68 @@ from u2s_hf.criteria import CATEGORIES, criteria_text
     ("PRIVACY_FLAG: TRUE", True),
     ("PRIVACY_FLAG: FALSE", False),
     ("**Privacy flag**: false", False),
+    ("privacy flag = false", False),
     ("privacy_flag=true", True),
-    ("PRIVATE_CAPTION: a man\nPRIVACY_FLAG: FALSE\nthanks!", False),
     ("  False.  ", False),
+    ("`PRIVACY_FLAG: FALSE`\n", False),
+    ("## Privacy flag - No", False),
     ("Yes", True),
 ])
-def test_flags_are_read_from_any_reasonable_answer(text, flag):
+def test_flags_are_read_from_one_flag_statement(text, flag):
     assert answers.parse_flag(text) == (flag, True)
 
 
-@pytest.mark.parametrize("text", ["", "I cannot tell.", "PRIVACY_FLAG: maybe", "The flag is unclear"])
-def test_an_unreadable_flag_counts_as_flagged(text):
+@pytest.mark.parametrize("text", [
+    "", "I cannot tell.", "PRIVACY_FLAG: maybe", "The flag is unclear",
+    # Prose around the answer, a TRUE anywhere, or two answers: never a confident FALSE.
+    "PRIVATE_CAPTION: a man\nPRIVACY_FLAG: FALSE\nthanks!",
+    "Privacy flag - no faces are visible, but a readable name tag is: TRUE",
+    "PRIVACY_FLAG: FALSE\nWait... PRIVACY_FLAG: TRUE",
+    "privacy_flag = false only if nothing is readable; PRIVACY_FLAG: TRUE",
+    "PRIVACY_FLAG: FALSE\nPRIVACY_FLAG: FALSE",
+    "PRIVACY_FLAG: FALSE (no faces)",
+    "No, but a name tag is readable.",
+    "PRIVACY_FLAG: TRUE\nA face is visible.",
+])
+def test_anything_but_one_flag_statement_counts_as_flagged(text):
     assert answers.parse_flag(text) == (True, False)
+
+
+FALSE_STATEMENTS = ["PRIVACY_FLAG: FALSE", "privacy flag = false", "Privacy flag: false", "privacy-flag - no",
+                    "FALSE", "No", "false."]
+TRUE_STATEMENTS = ["PRIVACY_FLAG: TRUE", "privacy flag = yes", "Privacy flag: true", "TRUE", "Yes", "yes."]
+PROSE = ["Wait...", "thanks!", "no faces are visible, but a readable name tag is", "only if nothing is readable",
+         "PRIVATE_CAPTION: a man", "I am not sure.", "Let me check again:", "(a name tag is readable)", "Answer:",
+         "Hmm", "not", "no faces"]
+SEPARATORS = ["\n", " ", "; ", "\n\n", ": ", " - ", ", ", ""]
+
+
+def _variant(rng, fragment):
+    """The fragment in another case, with markdown emphasis, code or a heading mark around it."""
+    fragment = rng.choice([str, str.upper, str.lower, str.title])(fragment)
+    mark = rng.choice(["", "", "**", "`", "__"])
+    return rng.choice(["", "", "# ", "> "]) + mark + fragment + mark
+
+
+def test_fuzzed_answers_are_false_only_when_they_are_one_false_statement():
+    rng = random.Random(9)
+    read_false = 0
+    for _ in range(5000):
+        kinds = [rng.choice(["false", "false", "true", "prose"]) for _ in range(rng.choice([1, 1, 2, 2, 3, 4]))]
+        pools = {"false": FALSE_STATEMENTS, "true": TRUE_STATEMENTS, "prose": PROSE}
+        text = _variant(rng, rng.choice(pools[kinds[0]]))
+        for kind in kinds[1:]:
+            text += rng.choice(SEPARATORS) + _variant(rng, rng.choice(pools[kind]))
+        period = "" if text.rstrip("*`_").endswith(".") else rng.choice(["", ".", " .\n"])  # one at most
+        text = rng.choice(["", " ", "\n"]) + text + period + rng.choice(["", " ", "\n"])
+        flag, understood = answers.parse_flag(text)
+        if kinds == ["false"]:
+            assert (flag, understood) == (False, True), text
+            read_false += 1
+        else:  # a TRUE/YES, prose, or a second statement anywhere: flagged
+            assert flag, text
+            assert understood == (kinds == ["true"]), text
+    assert read_false > 500
 
 
 FULL = """PRIVACY_FLAG: TRUE
@@ -58,6 +110,21 @@ def test_no_public_caption_is_an_error_and_the_raw_text_is_never_used(text):
         answers.parse_captions(text)
 
 
+@pytest.mark.parametrize("text, section", [
+    ("PUBLIC_CAPTION: A person walks.\nPRIVATE_CAPTION: Ann walks.\nPUBLIC_CAPTION: Ann walks her dog.", "PUBLIC"),
+    ("PRIVATE_CAPTION: Ann walks.\n\nPRIVATE_CAPTION:\nAnn Lee walks.\nPUBLIC_CAPTION: A person walks.", "PRIVATE"),
+])
+def test_a_caption_section_given_twice_with_different_text_is_an_error(text, section):
+    with pytest.raises(answers.AnswerError, match=f"two different {section}_CAPTION"):
+        answers.parse_captions(text)
+
+
+def test_a_caption_section_repeated_word_for_word_is_read():
+    captions = answers.parse_captions("PUBLIC_CAPTION: A person walks.\n\n**PUBLIC_CAPTION:**\nA person  walks.\n\n"
+                                      "PRIVATE_CAPTION: Ann walks.\nPRIVATE_CAPTION:")
+    assert captions.public == "A person walks." and captions.private == ""
+
+
 def test_phrases_lose_labels_quotes_and_chatter():
     assert answers.parse_phrase('Edit: "change the woman to a tall man with short grey hair"\n\nHope this helps.') \
         == "change the woman to a tall man with short grey hair"
@@ -68,9 +135,17 @@ def test_phrases_lose_labels_quotes_and_chatter():
 
 def test_judge_scores():
     assert answers.parse_score("**ANONYMIZATION_SCORE:** 85") == 85
-    for bad in ("score: high", "ANONYMIZATION_SCORE: 140"):
-        with pytest.raises(answers.AnswerError):
+    assert answers.parse_score("ANONYMIZATION_SCORE: 85\n\nANONYMIZATION_SCORE: 85") == 85
+    for bad in ("score: high", "ANONYMIZATION_SCORE: 140", "ANONYMIZATION_SCORE: 1000"):
+        with pytest.raises(answers.AnswerError, match="no ANONYMIZATION_SCORE"):
             answers.parse_score(bad)
+
+
+@pytest.mark.parametrize("text", ["ANONYMIZATION_SCORE: 20\nOn reflection: ANONYMIZATION_SCORE: 85",
+                                  "**ANONYMIZATION_SCORE:** 90 ... ANONYMIZATION_SCORE: 140"])
+def test_a_judge_that_changes_its_mind_is_unreadable(text):
+    with pytest.raises(answers.AnswerError, match="two different ANONYMIZATION_SCORE"):
+        answers.parse_score(text)
 
 
 def test_criteria_default_narrowed_and_custom():

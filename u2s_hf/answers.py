@@ -1,6 +1,8 @@
 """Reading model answers. Tolerant of case, markdown emphasis, bullets, extra or missing sections and chatter;
-strict where a wrong guess would leak: an unreadable flag means flagged, and a caption answer without a public
-caption is an error, never a public caption made from the raw text."""
+strict where a wrong guess would leak, and an ambiguous answer is read on the fail-closed side: a flag is FALSE
+only when the whole answer is one FALSE statement (anything else counts as flagged), a caption answer without a
+public caption, or with a caption section given twice with different text, is an error (never a caption made
+from the raw text), and a judge answer with two different scores is unreadable."""
 from __future__ import annotations
 
 import re
@@ -8,14 +10,14 @@ from dataclasses import dataclass
 
 _MARKDOWN = re.compile(r"\*\*|__|[*`]|^\s*[#>]+\s*", re.MULTILINE)  # emphasis, code, headings, quotes
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
-_FLAG = re.compile(r"privacy[\s_-]*flag\s*[:=\-]?\s*(true|false|yes|no)\b", re.IGNORECASE)
-_BARE = re.compile(r"^(true|false|yes|no)[.!]?$", re.IGNORECASE)
+# One flag statement and nothing else: "PRIVACY_FLAG: FALSE", "privacy flag = no", or a bare "FALSE" / "Yes".
+_FLAG = re.compile(r"(?:privacy[\s_-]*flag\s*[:=\-]?\s*)?(true|false|yes|no)", re.IGNORECASE)
 _SECTIONS = ("privacy_review", "private_caption", "public_caption")
 _HEADING = re.compile(r"^\s*(privacy[\s_-]*review|private[\s_-]*caption|public[\s_-]*caption|privacy[\s_-]*flag)"
                       r"\s*[:\-]?\s*(.*)$", re.IGNORECASE)
 _LABEL = re.compile(r"^\s*(?:edit(?:ed)?(?:\s+instruction)?|instruction|changes?|caption|merged\s+caption|answer)"
                     r"\s*:\s*", re.IGNORECASE)
-_SCORE = re.compile(r"anonymi[sz]ation[\s_-]*score\s*[:=]?\s*(\d{1,3})", re.IGNORECASE)
+_SCORE = re.compile(r"anonymi[sz]ation[\s_-]*score\s*[:=]?\s*(\d{1,3})(?!\d)", re.IGNORECASE)
 
 
 class AnswerError(ValueError):
@@ -30,11 +32,12 @@ class Captions:
 
 
 def parse_flag(text: str) -> tuple[bool, bool]:
-    """(flag, understood). An answer we cannot read counts as flagged: recall over precision."""
-    plain = _MARKDOWN.sub("", text or "")
-    match = _FLAG.search(plain)
-    if match is None:
-        match = _BARE.match(plain.strip())
+    """(flag, understood). Fail-closed: FALSE only when the whole answer, without markdown marks, surrounding space
+    and a trailing period, is one FALSE/NO statement. One TRUE/YES statement is (True, True); anything else (a
+    TRUE anywhere, two statements, prose around the answer, no answer) is (True, False): counted as flagged."""
+    plain = _MARKDOWN.sub("", text or "").strip()
+    plain = plain[:-1].rstrip() if plain.endswith(".") else plain
+    match = _FLAG.fullmatch(plain)
     if match is None:
         return True, False
     return match.group(1).lower() in ("true", "yes"), True
@@ -43,6 +46,7 @@ def parse_flag(text: str) -> tuple[bool, bool]:
 def parse_captions(text: str) -> Captions:
     """The three sections of a caption answer; a leading PRIVACY_FLAG line and any chatter are ignored."""
     sections: dict[str, list[str]] = {}
+    given: dict[str, list[list[str]]] = {}  # every time a section was written
     current = None
     for raw in (text or "").splitlines():
         line = _MARKDOWN.sub("", raw).strip()
@@ -52,9 +56,13 @@ def parse_captions(text: str) -> Captions:
             current = name if name in _SECTIONS else None
             if current:
                 sections[current] = [heading.group(2).strip()] if heading.group(2).strip() else []
+                given.setdefault(current, []).append(sections[current])
             continue
         if current:
             sections[current].append(line)
+    for name in ("private_caption", "public_caption"):  # the model changed its mind: neither text can be trusted
+        if len({_first_paragraph(lines) for lines in given.get(name, [])} - {""}) > 1:
+            raise AnswerError(f"caption answer has two different {name.upper()} sections")
     public = _first_paragraph(sections.get("public_caption", []))
     if not public:
         raise AnswerError("caption answer has no PUBLIC_CAPTION section")
@@ -73,11 +81,13 @@ def parse_phrase(text: str, what: str = "answer") -> str:
 
 
 def parse_score(text: str) -> int:
-    """The judge's 0-100 ANONYMIZATION_SCORE."""
-    match = _SCORE.search(_MARKDOWN.sub("", text or ""))
-    if match is None or not 0 <= int(match.group(1)) <= 100:
+    """The judge's 0-100 ANONYMIZATION_SCORE; two different scores in one answer make it unreadable."""
+    scores = {int(score) for score in _SCORE.findall(_MARKDOWN.sub("", text or ""))}
+    if len(scores) > 1:
+        raise AnswerError(f"two different ANONYMIZATION_SCORE values in the answer: {sorted(scores)}")
+    if len(scores) != 1 or not 0 <= min(scores) <= 100:
         raise AnswerError("no ANONYMIZATION_SCORE between 0 and 100 in the answer")
-    return int(match.group(1))
+    return scores.pop()
 
 
 def _first_paragraph(lines: list[str]) -> str:
