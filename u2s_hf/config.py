@@ -1,7 +1,11 @@
 """Stage configurations (small frozen dataclasses) and the named presets built from them."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import functools
+import math
+import typing
+from dataclasses import asdict, dataclass, fields
+from urllib.parse import urlsplit, urlunsplit
 
 STATUSES = ("kept_safe", "edited", "redacted", "dropped", "error")
 # The paper's demographic groups for `Instruct(demographics="uniform")`.
@@ -20,14 +24,92 @@ def freeze_criteria(criteria):
     return tuple(criteria)
 
 
+# Caps on pixelation, measured against identity (ArcFace as in tests/test_identity.py, a match is cosine >= 0.35;
+# notes/offline-models.md has the same for dlib). Face regions (grown by 0.25) pixelated to 8 cells across their
+# longer side matched no original face on any test photo (highest cosine 0.23), while at 12 and 16 cells the
+# crowd photo's small faces matched again (0.57 and 0.66): so regions get at most 8. Whole images obscured with 16
+# cells left no detectable face even when the image is one face (25 face crops of those photos): at most 16.
+MAX_CELLS = 8
+MAX_WHOLE_IMAGE_CELLS = 16
+
+
+def _positive(v):
+    return v > 0
+
+
+# Allowed values of numeric settings, by field name (None, where a field allows it, is always allowed).
+RANGES = {
+    "face_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"), "text_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    **dict.fromkeys(("face_max_side", "text_max_side", "image_max_side", "max_new_tokens", "merge_max_new_tokens",
+                     "resolution", "batch_size", "steps", "max_pixels", "timeout", "concurrency", "threads"),
+                    (_positive, "> 0")),
+    "retries": (lambda v: v >= 0, ">= 0"), "margin": (lambda v: v >= 0, ">= 0"),
+    "cells": (lambda v: 1 <= v <= MAX_CELLS, f"between 1 and {MAX_CELLS} (more cells keep faces recognisable)"),
+    "whole_image_cells": (lambda v: 1 <= v <= MAX_WHOLE_IMAGE_CELLS,
+                          f"between 1 and {MAX_WHOLE_IMAGE_CELLS} (more cells keep faces recognisable)"),
+}
+_KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+          type(None): "None"}
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(config_class) -> dict:
+    """{field: the types its annotation allows}; None for fields that check themselves (object, tuple)."""
+    hints = typing.get_type_hints(config_class)
+    kinds = {}
+    for f in fields(config_class):
+        allowed = typing.get_args(hints[f.name]) or (hints[f.name],)
+        kinds[f.name] = allowed if all(k in _KINDS for k in allowed) else None
+    return kinds
+
+
+def _is(kind, value) -> bool:
+    """Whether `value` is of the annotated `kind`: a bool is not an int, an int is a float, NaN/inf are not."""
+    if kind is type(None):
+        return value is None
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+class Settings:
+    """Base of every config: each field is checked against its annotation and its range (RANGES) when the config
+    is made, then the config's own `validate()` runs. A setting that cannot be used is refused, never ignored."""
+
+    def __post_init__(self):
+        for name, kinds in _field_types(type(self)).items():
+            value = getattr(self, name)
+            if kinds is not None and not any(_is(kind, value) for kind in kinds):
+                raise TypeError(f"{name} must be {' or '.join(_KINDS[k] for k in kinds)}, not {value!r}")
+            if name in RANGES and value is not None and not RANGES[name][0](value):
+                raise ValueError(f"{name} must be {RANGES[name][1]}, not {value!r}")
+        self.validate()
+
+    def validate(self):
+        """The config's own checks (settings that depend on each other)."""
+
+    def refuse_changed(self, names, owner: str, here: str, defaults: dict | None = None):
+        """Refuse any of `names` changed from its default (or `defaults[name]`): it is `owner`'s, unused `here`."""
+        defaults = {**{f.name: f.default for f in fields(self)}, **(defaults or {})}
+        for name in names:
+            if getattr(self, name) != defaults[name]:
+                raise ValueError(f"{name} is {owner}; {here} does not use it (leave it at {defaults[name]!r})")
+
+
 @dataclass(frozen=True)
-class ModelSettings:
+class ModelSettings(Settings):
     """Where a Stage-1 language model runs.
 
     backend "vlm" / "llm": transformers in this process, `model` a Hub id or a local folder (+ `revision`), batched
     `batch_size` rows at a time; dtype "auto" is bfloat16 on CUDA, float32 on CPU. backend "server": an
     OpenAI-compatible endpoint at `base_url` serving `model` (an API key, if any, comes from OPENAI_API_KEY and is
-    never part of a config or a cache key). Images are shrunk to `image_max_side` before the model sees them.
+    never part of a config or a cache key; credentials in `base_url` itself are never printed or written). `timeout`
+    bounds each server request as a whole, retries and backoff included; `retries` retries connection errors, 429
+    and 5xx within that time; an answer body over 4 MiB is refused. Images are shrunk to `image_max_side` before
+    the model sees them. `base_url`, `concurrency`, `timeout` and `retries` are settings of backend "server": with
+    another backend they are refused unless left at their defaults.
     """
 
     backend: str = "server"
@@ -51,8 +133,14 @@ class ModelSettings:
             raise ValueError(f"{stage}(backend='server') needs base_url=...")
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ValueError("dtype must be auto, bfloat16, float16 or float32")
-        if self.concurrency < 1 or self.timeout <= 0 or self.retries < 0 or self.batch_size < 1:
-            raise ValueError("concurrency and batch_size must be >= 1, timeout > 0 and retries >= 0")
+        if self.backend != "server":
+            self.refuse_changed(SERVER_SETTINGS, "a setting of backend 'server'", f"backend {self.backend!r}")
+
+
+SERVER_SETTINGS = ("base_url", "concurrency", "timeout", "retries")
+MODEL_SETTINGS = ("model", "revision", "dtype", "batch_size", "trust_remote_code", "image_max_side", "criteria",
+                  "max_new_tokens", "debug_column")
+DETECTOR_SETTINGS = ("faces", "text", "face_threshold", "text_threshold", "face_max_side", "text_max_side")
 
 
 @dataclass(frozen=True)
@@ -63,8 +151,10 @@ class InspectConfig(ModelSettings):
     when a face scores at least `face_threshold`, or a text line with at least two letters/digits is read with a
     confidence of at least `text_threshold`.
     backend "vlm" (transformers) or "server": a vision-language model answers PRIVACY_FLAG: TRUE/FALSE against
-    `criteria` (None: the nine categories; a list of category names; or {name: description}); an unreadable answer
-    counts as TRUE.
+    `criteria` (None: the nine categories; a list of category names; or {name: description}); any answer other than
+    exactly one `PRIVACY_FLAG: FALSE` statement counts as TRUE.
+    Settings of the other backends are refused unless left at their defaults; so are `base_url`, `concurrency`,
+    `timeout` and `retries` except with backend "server".
     """
 
     backend: str = "detectors"
@@ -80,19 +170,19 @@ class InspectConfig(ModelSettings):
     image_column: str = "image"
     output_column: str = "privacy_flag"
     detections_column: str = "detections"
-    max_pixels: int | None = None  # None: images.MAX_PIXELS
+    max_pixels: int | None = None  # None: Pillow's current limit (images.decode)
     threads: int | None = None  # None: all cores in the main process, one per num_proc worker
 
-    def __post_init__(self):
+    def validate(self):
         object.__setattr__(self, "criteria", freeze_criteria(self.criteria))
         if self.backend != "detectors":
             self._check_model("Inspect", "vlm")
+            self.refuse_changed(DETECTOR_SETTINGS, "a setting of backend 'detectors'", f"backend {self.backend!r}")
             return
+        self.refuse_changed(MODEL_SETTINGS, "a setting of backend 'vlm'/'server'", "backend 'detectors'")
+        self.refuse_changed(SERVER_SETTINGS, "a setting of backend 'server'", "backend 'detectors'")
         if not (self.faces or self.text):
             raise ValueError("Inspect(backend='detectors') needs faces=True or text=True")
-        for name in ("face_threshold", "text_threshold"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -105,11 +195,11 @@ class CaptionConfig(ModelSettings):
     image_column: str = "image"
     flag_column: str = "privacy_flag"
 
-    def __post_init__(self):
+    def validate(self):
         object.__setattr__(self, "criteria", freeze_criteria(self.criteria))
-        self._check_model("Caption", "vlm")
         if self.max_new_tokens < 300:
             raise ValueError("Caption needs max_new_tokens >= 300: three sections of ~50 words each")
+        self._check_model("Caption", "vlm")
 
 
 @dataclass(frozen=True)
@@ -131,7 +221,7 @@ class InstructConfig(ModelSettings):
     max_new_tokens: int = 120
     merge_max_new_tokens: int = 100
 
-    def __post_init__(self):
+    def validate(self):
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(self.class_names))
         if self.demographics is not None and self.demographics != "uniform":
@@ -148,10 +238,15 @@ class InstructConfig(ModelSettings):
 
 PRIORS = ("c_priv", "c_pub", "c_edit", "c_llm", "class")
 EDITORS = {"redact": (None, None), "instruct-pix2pix": (100, 0), "flowedit": (50, 42)}  # editor: (steps, seed)
+IP2P_SETTINGS = ("prior", "guidance_scale", "image_guidance_scale", "safe_attention")
+FLOWEDIT_SETTINGS = ("source_prior", "target_prior", "source_guidance", "target_guidance", "n_min", "n_max", "n_avg",
+                     "text_encoder_3")
+DIFFUSION_SETTINGS = ("model", "revision", "class_column", "class_names", "steps", "seed", "key_column", "dtype",
+                      "cpu_offload", "batch_size", "resolution") + IP2P_SETTINGS + FLOWEDIT_SETTINGS
 
 
 @dataclass(frozen=True)
-class EditConfig:
+class EditConfig(Settings):
     """Rewrite flagged rows.
 
     editor "redact": obscure each detected region (grown by `margin` of its size on every side) with `method`.
@@ -161,14 +256,17 @@ class EditConfig:
     side and resize the result back; each row has its own seed, drawn from `seed` and a stable row key
     (`key_column`, else the image's pixels), so results do not depend on batching. steps/seed default to the
     paper's: 100/0 for InstructPix2Pix, 50/42 for FlowEdit. A row the editor cannot handle is redacted instead.
-    Flagged rows with no region to redact are obscured whole (`unlocated="obscure"`) or dropped ("drop").
+    Flagged rows with no region to redact are obscured whole (`unlocated="obscure"`) or dropped ("drop"), and so are
+    rows whose regions are unusable (malformed, empty, outside the image) or that redaction left unchanged.
+    `cells` is at most MAX_CELLS (8) and `whole_image_cells` at most MAX_WHOLE_IMAGE_CELLS (16). Settings of
+    another editor are refused unless left at their defaults (steps/seed: that editor's defaults).
     """
 
     editor: str = "redact"
     method: str = "pixelate"  # pixelate | blur | fill | inpaint
     margin: float = 0.25
-    cells: int = 8  # pixelate: cells across a region's longer side (8 removes identity; see notes)
-    whole_image_cells: int = 16  # pixelate cells across the longer side when a whole image is obscured
+    cells: int = 8  # pixelate: cells across a region's longer side, 1..MAX_CELLS (8 removes identity; see above)
+    whole_image_cells: int = 16  # pixelate cells across the longer side when a whole image is obscured (<= 16)
     unlocated: str = "obscure"
     model: str | None = None
     revision: str | None = None
@@ -200,7 +298,7 @@ class EditConfig:
     max_pixels: int | None = None
     threads: int | None = None
 
-    def __post_init__(self):
+    def validate(self):
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(self.class_names))
         if self.editor not in EDITORS:
@@ -212,10 +310,15 @@ class EditConfig:
             raise ValueError(f"unknown redaction method {self.method!r}; use pixelate, blur, fill or inpaint")
         if self.unlocated not in ("obscure", "drop"):
             raise ValueError("unlocated must be 'obscure' or 'drop'")
-        if self.margin < 0 or self.cells < 1 or self.whole_image_cells < 1:
-            raise ValueError("margin must be >= 0 and cells >= 1")
+        defaults = {"steps": steps, "seed": seed}
         if self.editor == "redact":
+            self.refuse_changed(DIFFUSION_SETTINGS, "a diffusion setting (editor 'instruct-pix2pix'/'flowedit')",
+                                "editor 'redact'", defaults)
             return
+        if self.editor == "flowedit":
+            self.refuse_changed(IP2P_SETTINGS, "an instruct-pix2pix setting", "editor 'flowedit'")
+        else:
+            self.refuse_changed(FLOWEDIT_SETTINGS, "a flowedit setting", "editor 'instruct-pix2pix'")
         if not self.model:
             raise ValueError(f"Edit(editor={self.editor!r}) needs model=... (a Hub id or a local folder)")
         priors = (self.prior,) if self.editor == "instruct-pix2pix" else (self.source_prior, self.target_prior)
@@ -225,10 +328,8 @@ class EditConfig:
             raise ValueError("a 'class' prior needs class_column=...")
         if self.editor == "flowedit" and not (0 <= self.n_min <= self.n_max <= self.steps and self.n_avg >= 1):
             raise ValueError("FlowEdit needs 0 <= n_min <= n_max <= steps and n_avg >= 1")
-        if self.safe_attention and self.editor != "instruct-pix2pix":
-            raise ValueError("safe_attention applies to the instruct-pix2pix editor (a UNet)")
-        if self.steps < 1 or self.resolution < 8 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be >= 1, resolution >= 8")
+        if self.resolution < 8:
+            raise ValueError("resolution must be >= 8")
 
 
 
@@ -243,7 +344,7 @@ class JudgeConfig(ModelSettings):
     backend: str = "vlm"
     model: str | None = JUDGE
 
-    def __post_init__(self):
+    def validate(self):
         self._check_model("Judge", "vlm")
 
     @classmethod
@@ -275,3 +376,37 @@ PRESETS: dict[str, dict[str, object]] = {
 
 def field_names(config_class) -> set[str]:
     return {f.name for f in fields(config_class)}
+
+
+@dataclass(frozen=True)
+class ReadConfig(Settings):
+    """Read every image's bytes into the dataset once, before the other stages (see `stages.read`).
+
+    `image_root`: the folder that image cells holding only a file path may be read from (an image folder);
+    None: such cells are never read, and their rows are errors.
+    """
+
+    image_column: str = "image"
+    image_root: str | None = None
+
+
+def public_settings(config) -> dict:
+    """The settings as a dict fit to print or write: a `base_url` loses any user:password@ and query (an API key
+    there must never reach a log, a report or a card)."""
+    settings = asdict(config)
+    if settings.get("base_url"):
+        settings["base_url"] = public_url(settings["base_url"])
+    return settings
+
+
+def public_url(url: str) -> str:
+    """`url` without credentials: no user info, no query, no fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        netloc = host + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # not a valid port: keep the host only
+        netloc = host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -6,6 +6,7 @@ sending it to num_proc workers, costs nothing and never touches model weights (m
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import datasets
 import pyarrow as pa
@@ -13,6 +14,7 @@ from datasets.features.features import encode_nested_example
 
 from .. import answers, runtime
 from ..backends.chat import parse_reply
+from ..config import public_settings
 
 STATUS = datasets.Value("string")
 ERROR = datasets.Value("string")
@@ -41,7 +43,8 @@ class Stage:
         return hash((type(self), self.config))
 
     def __repr__(self):
-        changed = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)
+        shown = public_settings(self.config)
+        changed = {f.name: shown[f.name] for f in dataclasses.fields(self.config)
                    if getattr(self.config, f.name) != f.default}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
@@ -106,14 +109,26 @@ def read_replies(rows, replies, parse, statuses, errors) -> dict:
     return parsed
 
 
+class LabelError(ValueError):
+    """A row's class label that names no class; the row fails alone."""
+
+
 def class_name(value, names, column_name):
-    """A class label as text: integer labels need their names (e.g. ds.features[column].names)."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    """A class label as text: integer labels need their names (e.g. ds.features[column].names).
+
+    LabelError when the label names no class: None, a negative integer (-1 is datasets' missing label), an integer
+    past the last name, an empty string, or any other type (a bool, a float).
+    """
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         if names is None:
             raise ValueError(f"class column {column_name!r} holds integers: pass class_names=... "
                              f"(e.g. ds.features[{column_name!r}].names)")
-        return names[value]
-    return value
+        if 0 <= value < len(names):
+            return names[value]
+        raise LabelError(f"class label {value} in {column_name!r} is not one of the {len(names)} classes")
+    raise LabelError(f"class label {value!r} in {column_name!r} names no class")
 
 
 def join_errors(first: str | None, second: str | None) -> str | None:

@@ -4,16 +4,17 @@ from __future__ import annotations
 import datasets
 import xxhash
 
-from .. import answers, prompts
+from .. import answers, prompts, runtime
 from ..backends.chat import ChatRequest, load_chat
 from ..config import InstructConfig
-from .base import ERROR, STATUS, Stage, class_name, column, read_replies, require
+from .base import ERROR, STATUS, LabelError, Stage, class_name, column, join_errors, read_replies, require
 
 
 class Instruct(Stage):
     """Map function adding `c_edit`, `c_llm` (when merge=True), `u2s_status`, `u2s_error`.
 
-    The model never sees the image or the private caption. Rows without a public caption get None.
+    The model never sees the image or the private caption. Rows without a public caption get None; so do rows
+    whose class label names no class (with class_column), which become error rows with the reason.
     """
 
     config_class = InstructConfig
@@ -32,15 +33,15 @@ class Instruct(Stage):
         return groups[xxhash.xxh64_intdigest(f"{self.config.seed}:{key}".encode()) % len(groups)]
 
     def __call__(self, batch, rank=None):
+        runtime.exit_with_parent()
         c = self.config
         public = require(batch, "c_pub", "Instruct")
         n = len(public)
         statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
         keys = column(batch, c.key_column, n) if c.key_column else public
-        classes = [class_name(v, c.class_names, c.class_column) for v in column(batch, c.class_column, n)] \
-            if c.class_column else [None] * n
+        classes = self._classes(batch, n, public, statuses, errors)
         complete = load_chat(c, rank)
-        asked = [i for i in range(n) if public[i]]
+        asked = [i for i in range(n) if public[i] and (classes[i] is not None or not c.class_column)]
         edits = self._ask(complete, asked, statuses, errors, "edit instruction", lambda i: prompts.render(
             "instruct", public_caption=public[i], demographics=self._demographic_line(keys[i])), c.max_new_tokens)
         out = {"c_edit": edits}
@@ -50,6 +51,18 @@ class Instruct(Stage):
                 "merge", public_caption=public[i], edit=edits[i], class_hint=_class_hint(classes[i])),
                 c.merge_max_new_tokens)
         return self.typed({**out, "u2s_status": statuses, "u2s_error": errors})
+
+    def _classes(self, batch, n, public, statuses, errors) -> list:
+        """Each row's class name (all None without class_column). A row with a public caption whose label names no
+        class becomes an error row with the reason, and is not asked."""
+        c = self.config
+        classes = [None] * n
+        for i, value in enumerate(column(batch, c.class_column, n) if c.class_column else []):
+            try:
+                classes[i] = class_name(value, c.class_names, c.class_column) if public[i] else None
+            except LabelError as exc:
+                statuses[i], errors[i] = "error", join_errors(errors[i], str(exc))
+        return classes
 
     def _ask(self, complete, rows, statuses, errors, what, prompt_for, max_new_tokens) -> list:
         replies = complete([ChatRequest(prompt_for(i), None, max_new_tokens) for i in rows]) if rows else []
