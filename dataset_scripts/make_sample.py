@@ -8,6 +8,8 @@ a rendered name card pasted onto a photo, since no bundled photo shows a readabl
 from __future__ import annotations
 
 import argparse
+import io
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -53,10 +55,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     out = parser.parse_args().out
-    out.mkdir(parents=True, exist_ok=True)
+    encoded = {}
     for name, photo in sample_photos().items():
-        photo.save(out / f"{name}.jpg", quality=92)
-    print(f"wrote {len(sample_photos())} photos to {out}")
+        buffer = io.BytesIO()
+        photo.save(buffer, format="JPEG", quality=92)
+        encoded[out / f"{name}.jpg"] = buffer.getvalue()
+    # Never replace a file of someone else's: only missing files, or ones that already hold the same photo.
+    clashes = [str(path) for path, data in encoded.items() if path.exists() and path.read_bytes() != data]
+    if clashes:
+        sys.exit(f"make_sample: not overwriting {', '.join(clashes)}: choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for path, data in encoded.items():
+        path.write_bytes(data)
+    print(f"wrote {len(encoded)} photos to {out}")
 
 
 if __name__ == "__main__":

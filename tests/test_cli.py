@@ -81,12 +81,3 @@ def test_user_errors_are_clear(sample_dir, tmp_path, capsys, args, message):
     args = [str(sample_dir) if a == "SRC" else str(tmp_path / "out") if a == "OUT" else a for a in args]
     code, _, err = run(args, capsys)
     assert code == 2 and message in err and "Traceback" not in err
-
-
-def test_an_existing_release_is_not_overwritten_by_accident(sample_dir, tmp_path, capsys):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    code, _, err = run(["anonymize", sample_dir, "--out", out, "--limit", "1"], capsys)
-    assert code == 2 and "--overwrite" in err and (out / "keep.txt").exists()
-    assert run(["anonymize", sample_dir, "--out", out, "--limit", "1", "--overwrite"], capsys)[0] == 0

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import evaluation, evaluation_report, hub, pipeline, report, scoring, sources
+from .release_folder import ReleaseError, ReleaseFolder
 from .config import JUDGE, PRESETS, JudgeConfig
 
 
@@ -25,28 +26,41 @@ def main(argv=None) -> int:
     run.add_argument("--limit", type=_positive, help="only the first K rows of each split")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_setting,
                      help="change a preset setting, e.g. --set method=blur --set text=false (repeatable)")
-    run.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    run.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier u2s release")
+    run.add_argument("--name", help="the dataset's name in report.json and the card (default: the source's base name)")
+    run.add_argument("--keep-column", action="append", default=[], metavar="C", dest="keep_columns",
+                     help=f"keep a column that is left out by default ({', '.join(pipeline.PATH_COLUMNS)}; "
+                          "repeatable)")
     _add_evaluate(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return _anonymize(args) if args.command == "anonymize" else _evaluate(args)
-    except (sources.SourceError, hub.ReleaseError, ValueError, TypeError, OSError, RuntimeError) as exc:
+    except (sources.SourceError, ReleaseError, ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"u2s: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _anonymize(args) -> int:
-    ds = sources.open_source(args.src, args.split)
-    image_column = sources.image_column_of(ds, args.image_column)
-    if args.limit:
-        ds = _limit(ds, args.limit)
     overrides = dict(args.set)
-    chosen = pipeline.preset(args.preset, image_column=image_column, **overrides)
-    safe, timings = pipeline.run(ds, chosen, image_column=image_column, num_proc=args.num_proc,
-                                 batch_size=args.batch_size)
-    summary = report.build(safe, chosen, timings, source=args.src)
-    out = hub.write_release(safe, args.out, summary, overwrite=args.overwrite)
+    pipeline.preset(args.preset, **overrides)  # refuse bad settings before anything is read or written
+    src = Path(args.src)
+    folder = ReleaseFolder(args.out, protect=[src] if src.exists() else [], overwrite=args.overwrite)
+    with folder:  # locked: a second run into the same --out stops here
+        source = sources.load(args.src, args.split, args.name)
+        for name in source.skipped:
+            print(f"u2s: skipped {name!r}: not an image that datasets loads (not in the release)", file=sys.stderr)
+        ds = source.data
+        image_column = sources.image_column_of(ds, args.image_column)
+        if args.limit:
+            ds = _limit(ds, args.limit)
+        chosen = pipeline.preset(args.preset, image_column=image_column, **overrides)
+        safe, timings = pipeline.run(ds, chosen, image_column=image_column, num_proc=args.num_proc,
+                                     batch_size=args.batch_size, image_root=source.image_root or False,
+                                     keep_columns=args.keep_columns)
+        summary = report.build(safe, chosen, timings, source=source.name, skipped_files=len(source.skipped))
+        hub.write_release(safe, folder.tmp, summary)
+        out = folder.commit()
     print(report.summary_line(summary, str(out)))
     return 0
 
@@ -82,6 +96,7 @@ def _add_evaluate(commands) -> None:
 
 
 def _evaluate(args) -> int:
+    evaluation_report.check_out(args.out)  # before hours of scoring, not after
     judge = JudgeConfig.named(args.judge, args.judge_url) if args.judge else None
     config = evaluation.EvaluationConfig(
         groups=args.metrics, split=args.split, image_column=args.image_column,

@@ -11,12 +11,32 @@ COLUMNS = (("accuracy", "Acc ↑"), ("face_similarity", "FaceSim ↓"), ("face_r
 PRIVACY = (("face_similarity", "FaceSim", "o"), ("text_similarity", "TextSim", "s"))
 UTILITY = (("accuracy", "top-1 accuracy (original test split)"), ("clip_score", "CLIP score (quality)"),
            ("ssim", "SSIM"))
+FILES = ("report.json", "report.md", "tradeoff.png")
+MARKER = ".u2s-evaluation"  # what `u2s evaluate` wrote may be written again; nothing else is replaced
+
+
+class ReportError(ValueError):
+    """The report cannot be written where asked; nothing was changed."""
+
+
+def check_out(out_dir: str | Path) -> None:
+    """Refuse, before any work, a folder where the report would replace files that `u2s evaluate` did not write
+    (e.g. an anonymised release's own report.json, or a project's report.md)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} exists and is not a folder")
+    taken = [name for name in FILES if (out / name).exists()]
+    if taken and not (out / MARKER).is_file():
+        raise ReportError(f"{out} already holds {', '.join(taken)} that u2s evaluate did not write: "
+                          "choose another --out")
 
 
 def write_report(results: dict[str, dict], out_dir: str | Path) -> list[Path]:
     """Write the report for runs {name: evaluate_datasets result}; the plot needs two runs or more."""
+    check_out(out_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()
     written = [out / "report.json", out / "report.md"]
     written[0].write_text(json.dumps(results, indent=2, default=str) + "\n")
     written[1].write_text(markdown_table(results))

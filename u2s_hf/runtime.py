@@ -20,6 +20,10 @@ _models: dict[tuple, object] = {}
 _models_pid = os.getpid()
 _inherited: list[dict] = []  # models copied in by fork: kept alive, never used
 _threads_pid: int | None = None  # the process whose thread counts were set (a fork must set its own)
+_bound_pid: int | None = None  # the worker process that asked to die with its parent
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_children_bound = False
+_AFTER_FORK = type("AfterFork", (), {})()  # multiprocess keeps its after-fork hooks only while this object lives
 
 
 def cached_model(key: tuple, load: Callable[[], object]):
@@ -47,6 +51,41 @@ def in_worker() -> bool:
     if "multiprocess" in sys.modules:
         parents.append(sys.modules["multiprocess"].parent_process())
     return any(p is not None for p in parents)
+
+
+def exit_with_parent() -> None:
+    """In a num_proc worker, ask Linux to kill this process when its parent dies (once per process).
+
+    `datasets` workers are not told when the parent is killed (kill -9, OOM): they would keep computing, then wait
+    forever. PR_SET_PDEATHSIG makes the kernel end them; a worker whose parent is already gone exits at once.
+    """
+    global _bound_pid
+    if _bound_pid == os.getpid() or not sys.platform.startswith("linux") or not in_worker():
+        return
+    _bound_pid = os.getpid()
+    import ctypes
+    import multiprocessing
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    parents = [multiprocessing.parent_process()]
+    if "multiprocess" in sys.modules:
+        parents.append(sys.modules["multiprocess"].parent_process())
+    if not any(p is not None and p.pid == os.getppid() for p in parents):
+        os._exit(1)  # the parent died before the death signal was armed
+
+
+def children_exit_with_parent() -> None:
+    """Every `multiprocess` child started from now on in this process (the num_proc workers, and the queue manager
+    `datasets` starts beside them, which runs no stage) dies with this process (see `exit_with_parent`)."""
+    global _children_bound
+    if _children_bound:
+        return
+    import multiprocess.util
+
+    multiprocess.util.register_after_fork(_AFTER_FORK, lambda _: exit_with_parent())
+    _children_bound = True
 
 
 def thread_count(requested: int | None = None) -> int:
@@ -94,6 +133,16 @@ def code_version() -> str:
 def fingerprint(*parts) -> str:
     """A `datasets` cache fingerprint that always mixes in the code version."""
     return Hasher.hash((code_version(), *parts))
+
+
+def content_digest(ds, image_column: str) -> str:
+    """A digest of every image's stored bytes (the Arrow buffers, nothing decoded): with the dataset's own
+    fingerprint it keys the cache on the pixels actually read, not on file names and modification times."""
+    digest = xxhash.xxh3_128()
+    for chunk in ds.data.column(image_column).chunks:
+        for buffer in (*chunk.field("bytes").buffers(), *chunk.field("path").buffers()):
+            digest.update(b"\0" if buffer is None else memoryview(buffer))
+    return digest.hexdigest()
 
 
 def package_version(package: str) -> str:

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import xxhash
 
 from .. import answers, runtime
+from ..config import public_url
 
 
 @dataclass(frozen=True)
@@ -25,9 +27,11 @@ def load_chat(settings, rank=None) -> Callable[[list[ChatRequest]], list]:
     if settings.backend == "server":
         from .server import ServerChat
 
-        key = tuple(getattr(settings, name) for name in ("base_url", "model", "concurrency", "timeout", "retries",
-                                                          "image_max_side"))
-        return runtime.cached_model(("server", *key), lambda: ServerChat(
+        names = ("model", "concurrency", "timeout", "retries", "image_max_side")
+        key = tuple(getattr(settings, name) for name in names)
+        # The key is logged: the URL shows without credentials, and their hash tells two logins apart.
+        url = (public_url(settings.base_url), xxhash.xxh64_hexdigest(settings.base_url.encode()))
+        return runtime.cached_model(("server", *url, *key), lambda: ServerChat(
             settings.base_url, settings.model, concurrency=settings.concurrency, timeout=settings.timeout,
             retries=settings.retries, image_max_side=settings.image_max_side)).complete
     from .local import LocalChat
@@ -42,9 +46,13 @@ def load_chat(settings, rank=None) -> Callable[[list[ChatRequest]], list]:
     return functools.partial(model.complete, batch_size=settings.batch_size, image_max_side=settings.image_max_side)
 
 
+# How every failed model request starts its reason in `u2s_error` (reports count these rows).
+FAILED = "model request failed"
+
+
 def failure(exc: Exception) -> str:
     """A short reason for a request that failed."""
-    return f"model request failed: {type(exc).__name__}: {exc}"[:200]
+    return f"{FAILED}: {type(exc).__name__}: {exc}"[:200]
 
 
 def parse_reply(reply, parse):

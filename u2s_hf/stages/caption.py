@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datasets
 
-from .. import answers, images, prompts
+from .. import answers, images, prompts, runtime
 from ..backends.chat import ChatRequest, load_chat
 from ..config import CaptionConfig
 from ..criteria import criteria_text
@@ -26,6 +26,7 @@ class Caption(Stage):
                                   "u2s_status": STATUS, "u2s_error": ERROR})
 
     def __call__(self, batch, rank=None):
+        runtime.exit_with_parent()
         c = self.config
         values = require(batch, c.image_column, "Caption")
         n = len(values)
@@ -37,7 +38,9 @@ class Caption(Stage):
             if flag is False or statuses[i] == "error":
                 continue  # unflagged rows cost nothing; error rows are already failing closed
             try:
-                requests.append(ChatRequest(prompt, images.decode(value), c.max_new_tokens))
+                # Shrunk now to what the model sees: a batch of full-size photos must not pile up in memory.
+                rgb = images.resize_to_max_side(images.decode(value), c.image_max_side)[0]
+                requests.append(ChatRequest(prompt, rgb, c.max_new_tokens))
                 asked.append(i)
             except images.ImageError as exc:
                 statuses[i], errors[i] = "error", str(exc)

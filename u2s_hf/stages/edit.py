@@ -7,9 +7,9 @@ import xxhash
 from .. import images, runtime
 from ..config import EditConfig
 from ..editors import redact
-from .base import ERROR, STATUS, Stage, class_name, column, join_errors, require
+from .base import ERROR, STATUS, LabelError, Stage, class_name, column, join_errors, require
 
-NOTHING_LOCATED = "flagged, but no region was located: whole image obscured"
+NOTHING_LOCATED = "flagged, but no region was located"
 
 
 class Edit(Stage):
@@ -30,6 +30,7 @@ class Edit(Stage):
                                   "u2s_error": ERROR})
 
     def __call__(self, batch, rank=None):
+        runtime.exit_with_parent()
         c = self.config
         values = require(batch, c.image_column, "Edit")
         n = len(values)
@@ -42,8 +43,8 @@ class Edit(Stage):
         for i, value in enumerate(values):
             try:
                 rgb = images.decode(value, c.max_pixels)
-            except images.ImageError as exc:
-                statuses[i], errors[i] = "error", str(exc)
+            except images.ImageError as exc:  # an earlier stage's reason (e.g. the file was not read) comes first
+                statuses[i], errors[i] = "error", (statuses[i] == "error" and errors[i]) or str(exc)
                 continue
             if flags[i] is False and statuses[i] != "error":
                 outputs[i], statuses[i], errors[i] = images.clean(rgb), "kept_safe", None
@@ -80,8 +81,13 @@ class Edit(Stage):
     def _prior(self, batch, n, prior) -> list:
         c = self.config
         if prior == "class":
-            return [f"A realistic image of {class_name(v, c.class_names, c.class_column)}." if v is not None else None
-                    for v in column(batch, c.class_column, n)]
+            texts = []
+            for value in column(batch, c.class_column, n):
+                try:
+                    texts.append(f"A realistic image of {class_name(value, c.class_names, c.class_column)}.")
+                except LabelError:  # a missing or unknown label: this row has no prompt, so it is redacted instead
+                    texts.append(None)
+            return texts
         return column(batch, prior, n)
 
     def _diffuse(self, pending: dict, texts, keys, rank) -> dict:
@@ -113,20 +119,24 @@ class Edit(Stage):
         return FlowEdit(c.model, c.revision, device, c.dtype, c.cpu_offload, c.text_encoder_3)
 
     def _redact(self, rgb, detections, error):
+        """(image, status, reason) for a flagged row redacted by its detections. Detections that cannot be redacted
+        (malformed, empty or outside the image boxes) or a redaction that leaves a region unchanged fail it, and
+        the whole image is obscured instead."""
         c = self.config
-        boxes = [d["box"] for d in detections or []]
         try:
+            boxes = [d.get("box") if isinstance(d, dict) else d for d in detections or []]
             if boxes:
                 return images.clean(redact.redact(rgb, boxes, c.method, c.margin, c.cells)), "redacted", error
             if c.unlocated == "drop":
-                return None, "dropped", join_errors(error, "flagged, but no region was located: dropped")
-            return self._obscured(rgb), "redacted", join_errors(error, NOTHING_LOCATED)
+                return None, "dropped", join_errors(error, f"{NOTHING_LOCATED}: dropped")
+            return self._obscured(rgb, join_errors(error, NOTHING_LOCATED))
         except Exception as exc:  # fail closed: the original pixels must not go out
-            reason = f"redaction failed ({type(exc).__name__}: {exc})"[:200]
-            try:
-                return self._obscured(rgb), "redacted", join_errors(error, reason)
-            except Exception:
-                return None, "dropped", join_errors(error, reason)
+            return self._obscured(rgb, join_errors(error, f"redaction failed ({type(exc).__name__}: {exc})"[:200]))
 
-    def _obscured(self, rgb):
-        return images.clean(redact.obscure(rgb, self.config.whole_image_cells))
+    def _obscured(self, rgb, error):
+        """The whole image obscured; the row is dropped when even that fails or leaves the pixels as they were."""
+        try:
+            obscured = images.clean(redact.obscure(rgb, self.config.whole_image_cells))
+            return obscured, "redacted", f"{error}: whole image obscured"
+        except Exception as exc:
+            return None, "dropped", f"{error}; obscuring failed too ({type(exc).__name__}: {exc}): dropped"[:300]

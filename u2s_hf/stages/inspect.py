@@ -8,7 +8,7 @@ from ..backends import detectors
 from ..backends.chat import ChatRequest, failure, load_chat
 from ..config import InspectConfig
 from ..criteria import criteria_text
-from .base import DETECTIONS, ERROR, STATUS, Stage, require
+from .base import DETECTIONS, ERROR, STATUS, Stage, column, require
 
 NOT_UNDERSTOOD = "flag answer not understood: counted as flagged"
 
@@ -33,32 +33,44 @@ class Inspect(Stage):
         return datasets.Features(columns)
 
     def __call__(self, batch, rank=None):
+        runtime.exit_with_parent()
         c = self.config
         values = require(batch, c.image_column, "Inspect")
         n = len(values)
-        flags, found, statuses, errors, raw = [True] * n, [[] for _ in range(n)], [None] * n, [None] * n, [None] * n
-        decoded = {}
-        for i, value in enumerate(values):
-            try:
-                decoded[i] = images.decode(value, c.max_pixels)
-            except images.ImageError as exc:
-                statuses[i], errors[i] = "error", str(exc)
+        flags, found, raw = [True] * n, [[] for _ in range(n)], [None] * n
+        # An earlier error (an image that could not be read) stays; any other earlier status is decided anew.
+        earlier = zip(column(batch, "u2s_status", n), column(batch, "u2s_error", n))
+        errors = [error or "error" if status == "error" else None for status, error in earlier]
+        statuses = ["error" if e is not None else None for e in errors]
+        rows = [i for i in range(n) if statuses[i] is None]
         if c.backend == "detectors":
-            self._detect(decoded, flags, found, statuses, errors, rank)
+            self._detect(values, rows, flags, found, statuses, errors, rank)
         else:
-            self._ask(decoded, flags, statuses, errors, raw, rank)
+            self._ask(values, rows, flags, statuses, errors, raw, rank)
         columns = {c.output_column: flags, c.detections_column: found, "u2s_status": statuses, "u2s_error": errors}
         if c.debug_column:
             columns[c.debug_column] = raw
         return self.typed(columns)
 
-    def _detect(self, decoded, flags, found, statuses, errors, rank):
+    def _decode(self, value, i, statuses, errors, max_side=None):
+        """The row's pixels (shrunk to `max_side` if given), or None with the row marked as an error."""
+        try:
+            rgb = images.decode(value, self.config.max_pixels)
+        except images.ImageError as exc:
+            statuses[i], errors[i] = "error", str(exc)
+            return None
+        return images.resize_to_max_side(rgb, max_side)[0] if max_side else rgb
+
+    def _detect(self, values, rows, flags, found, statuses, errors, rank):
         c = self.config
         threads = runtime.configure_threads(c.threads)
         device = runtime.device_for(rank)
         faces = detectors.load_face_detector(device, threads) if c.faces else None
         text = detectors.load_text_detector(device, threads, c.text_max_side) if c.text else None
-        for i, rgb in decoded.items():
+        for i in rows:  # one decoded image at a time: a batch of large images must not pile up in memory
+            rgb = self._decode(values[i], i, statuses, errors)
+            if rgb is None:
+                continue
             try:
                 if faces is not None:
                     found[i] += faces(rgb, c.face_threshold, c.face_max_side)
@@ -68,12 +80,14 @@ class Inspect(Stage):
             except Exception as exc:  # a detector failing on one row must not end the run
                 statuses[i], errors[i] = "error", f"detector failed: {type(exc).__name__}: {exc}"[:200]
 
-    def _ask(self, decoded, flags, statuses, errors, raw, rank):
+    def _ask(self, values, rows, flags, statuses, errors, raw, rank):
         c = self.config
         prompt = prompts.render("flag", criteria=criteria_text(c.criteria))
-        rows = list(decoded)
-        replies = load_chat(c, rank)([ChatRequest(prompt, decoded[i], c.max_new_tokens) for i in rows]) if rows else []
-        for i, answer in zip(rows, replies):
+        decoded = {i: self._decode(values[i], i, statuses, errors, c.image_max_side) for i in rows}
+        asked = [i for i, rgb in decoded.items() if rgb is not None]
+        requests = [ChatRequest(prompt, decoded[i], c.max_new_tokens) for i in asked]
+        replies = load_chat(c, rank)(requests) if requests else []
+        for i, answer in zip(asked, replies):
             if isinstance(answer, Exception):
                 statuses[i], errors[i] = "error", failure(answer)
                 continue
