@@ -7,6 +7,7 @@ Random weights cost the same time as trained ones. Without a GPU it runs the tin
 
     python benchmarks/editor_gpu.py [--batches 1 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,49 +31,105 @@ from u2s_hf.editors.instruct_pix2pix import InstructPix2Pix  # noqa: E402
 def clip_text(hidden: int, layers: int, heads: int, projection: int, tok, with_projection: bool):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = CLIPTextConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=4 * hidden,
-                            num_attention_heads=heads, num_hidden_layers=layers, max_position_embeddings=77,
-                            projection_dim=projection, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                            pad_token_id=tok.pad_token_id)
+    config = CLIPTextConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_attention_heads=heads,
+        num_hidden_layers=layers,
+        max_position_embeddings=77,
+        projection_dim=projection,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
 
 def real_sd3(folder: Path) -> Path:
-    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
-                           StableDiffusion3Pipeline)
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
 
     tok = tiny_models.clip_tokenizer(["a person in a room"] * 20)
     transformer = SD3Transformer2DModel(  # stable-diffusion-3-medium's transformer configuration
-        sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24, attention_head_dim=64,
-        num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
-        pos_embed_max_size=192)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        layers_per_block=2, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609,
-                        scaling_factor=1.5305)
+        sample_size=128,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=24,
+        attention_head_dim=64,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        caption_projection_dim=1536,
+        pooled_projection_dim=2048,
+        pos_embed_max_size=192,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5305,
+    )
     StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
-        text_encoder=clip_text(768, 12, 12, 768, tok, True), tokenizer=tok,
-        text_encoder_2=clip_text(1280, 32, 20, 1280, tok, True), tokenizer_2=tok, text_encoder_3=None,
-        tokenizer_3=None).to(torch.float16).save_pretrained(folder)
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=clip_text(768, 12, 12, 768, tok, True),
+        tokenizer=tok,
+        text_encoder_2=clip_text(1280, 32, 20, 1280, tok, True),
+        tokenizer_2=tok,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    ).to(torch.float16).save_pretrained(folder)
     return folder
 
 
 def real_ip2p(folder: Path) -> Path:
-    from diffusers import (AutoencoderKL, EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline,
-                           UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        UNet2DConditionModel,
+    )
 
     tok = tiny_models.clip_tokenizer(["make the person a tall man"] * 20)
     unet = UNet2DConditionModel(  # Stable Diffusion 1.5's UNet with the 8 input channels of InstructPix2Pix
-        sample_size=64, in_channels=8, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-        cross_attention_dim=768, attention_head_dim=8)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, layers_per_block=2,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+        sample_size=64,
+        in_channels=8,
+        out_channels=4,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        latent_channels=4,
+        layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
     StableDiffusionInstructPix2PixPipeline(
-        vae=vae, text_encoder=clip_text(768, 12, 12, 768, tok, False), tokenizer=tok, unet=unet,
+        vae=vae,
+        text_encoder=clip_text(768, 12, 12, 768, tok, False),
+        tokenizer=tok,
+        unet=unet,
         scheduler=EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False).to(torch.float16).save_pretrained(
-            folder)
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).to(torch.float16).save_pretrained(folder)
     return folder
 
 
@@ -103,12 +160,16 @@ def main() -> None:
         print("no GPU: tiny test configs at 64 px on the CPU, one thread (these numbers say nothing about real models)")
         ip2p, sd3, resolution = tiny_models.instruct_pix2pix(work / "ip2p"), tiny_models.sd3(work / "sd3"), 64
     editors = {
-        "instruct-pix2pix (100 steps)": (InstructPix2Pix(str(ip2p), None, device), ["make the person a tall man"],
-                                         dict(steps=100, guidance_scale=7.5, image_guidance_scale=1.5)),
-        "flowedit (50 steps, 33 active)": (FlowEdit(str(sd3), None, device, text_encoder_3=False),
-                                           [("a person in a room", "a tall man in a room")],
-                                           dict(steps=50, source_guidance=3.5, target_guidance=13.5, n_min=0,
-                                                n_max=33, n_avg=1)),
+        "instruct-pix2pix (100 steps)": (
+            InstructPix2Pix(str(ip2p), None, device),
+            ["make the person a tall man"],
+            dict(steps=100, guidance_scale=7.5, image_guidance_scale=1.5),
+        ),
+        "flowedit (50 steps, 33 active)": (
+            FlowEdit(str(sd3), None, device, text_encoder_3=False),
+            [("a person in a room", "a tall man in a room")],
+            dict(steps=50, source_guidance=3.5, target_guidance=13.5, n_min=0, n_max=33, n_avg=1),
+        ),
     }
     for name, (editor, texts, settings) in editors.items():
         for batch in args.batches:

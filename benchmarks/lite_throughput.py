@@ -7,6 +7,7 @@ images. Both are timed end to end as command lines (start-up, reading, detecting
 
 Goals (issue #2): lite with faces+text >= 0.6x deface's images/s, faces only >= 1.2x.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,13 @@ def timed(command: list[str]) -> float:
     """Wall time of a command, with an empty datasets cache so nothing is served from an earlier run."""
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": cache})
+        subprocess.run(
+            command,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": cache},
+        )
         return time.perf_counter() - start
 
 

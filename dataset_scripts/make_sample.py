@@ -5,6 +5,7 @@ a rendered name card pasted onto a photo, since no bundled photo shows a readabl
 
     python dataset_scripts/make_sample.py samples/photos
 """
+
 from __future__ import annotations
 
 import argparse

@@ -4,6 +4,7 @@
 (sleep that many seconds, then answer "late"), or a `Reply` (an answer sent late, slowly, padded or broken).
 Every request is recorded.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,6 +23,7 @@ class Reply:
     """`answer` (a string, or an HTTP status) after `delay` seconds; its body preceded by `padding` spaces (still
     valid JSON), or replaced by `body`; sent one byte at a time spread over `trickle` seconds, so that each byte
     comes well within any read timeout. Every loop is bounded: the handler ends by itself."""
+
     answer: str | int = "late"
     delay: float = 0.0
     trickle: float = 0.0
@@ -60,9 +62,15 @@ class ChatServer:
                         self.end_headers()
                         self.wfile.write(b'{"error": {"message": "scripted failure"}}')
                         return
-                    completion = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                  "choices": [{"index": 0, "finish_reason": "stop",
-                                               "message": {"role": "assistant", "content": answer}}]}
+                    completion = {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}
+                        ],
+                    }
                     data = reply.body if reply.body is not None else json.dumps(completion).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
@@ -73,7 +81,7 @@ class ChatServer:
                     if not reply.trickle:
                         self.wfile.write(data)
                     for i in range(len(data) if reply.trickle else 0):
-                        self.wfile.write(data[i:i + 1])
+                        self.wfile.write(data[i : i + 1])
                         time.sleep(reply.trickle / len(data))
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout tests)

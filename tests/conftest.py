@@ -30,8 +30,11 @@ def class_photos(photos) -> dict:
     import skimage.data
     from PIL import Image
 
-    return {"astronaut": photos["astronaut"], "coffee": photos["coffee"],
-            "rocket": Image.fromarray(skimage.data.rocket())}
+    return {
+        "astronaut": photos["astronaut"],
+        "coffee": photos["coffee"],
+        "rocket": Image.fromarray(skimage.data.rocket()),
+    }
 
 
 @pytest.fixture(scope="session")

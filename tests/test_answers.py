@@ -6,43 +6,70 @@ from u2s_hf import answers, prompts
 from u2s_hf.criteria import CATEGORIES, criteria_text
 
 
-@pytest.mark.parametrize("text, flag", [
-    ("PRIVACY_FLAG: TRUE", True),
-    ("PRIVACY_FLAG: FALSE", False),
-    ("**Privacy flag**: false", False),
-    ("privacy flag = false", False),
-    ("privacy_flag=true", True),
-    ("  False.  ", False),
-    ("`PRIVACY_FLAG: FALSE`\n", False),
-    ("## Privacy flag - No", False),
-    ("Yes", True),
-])
+@pytest.mark.parametrize(
+    "text, flag",
+    [
+        ("PRIVACY_FLAG: TRUE", True),
+        ("PRIVACY_FLAG: FALSE", False),
+        ("**Privacy flag**: false", False),
+        ("privacy flag = false", False),
+        ("privacy_flag=true", True),
+        ("  False.  ", False),
+        ("`PRIVACY_FLAG: FALSE`\n", False),
+        ("## Privacy flag - No", False),
+        ("Yes", True),
+    ],
+)
 def test_flags_are_read_from_one_flag_statement(text, flag):
     assert answers.parse_flag(text) == (flag, True)
 
 
-@pytest.mark.parametrize("text", [
-    "", "I cannot tell.", "PRIVACY_FLAG: maybe", "The flag is unclear",
-    # Prose around the answer, a TRUE anywhere, or two answers: never a confident FALSE.
-    "PRIVATE_CAPTION: a man\nPRIVACY_FLAG: FALSE\nthanks!",
-    "Privacy flag - no faces are visible, but a readable name tag is: TRUE",
-    "PRIVACY_FLAG: FALSE\nWait... PRIVACY_FLAG: TRUE",
-    "privacy_flag = false only if nothing is readable; PRIVACY_FLAG: TRUE",
-    "PRIVACY_FLAG: FALSE\nPRIVACY_FLAG: FALSE",
-    "PRIVACY_FLAG: FALSE (no faces)",
-    "No, but a name tag is readable.",
-    "PRIVACY_FLAG: TRUE\nA face is visible.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "I cannot tell.",
+        "PRIVACY_FLAG: maybe",
+        "The flag is unclear",
+        # Prose around the answer, a TRUE anywhere, or two answers: never a confident FALSE.
+        "PRIVATE_CAPTION: a man\nPRIVACY_FLAG: FALSE\nthanks!",
+        "Privacy flag - no faces are visible, but a readable name tag is: TRUE",
+        "PRIVACY_FLAG: FALSE\nWait... PRIVACY_FLAG: TRUE",
+        "privacy_flag = false only if nothing is readable; PRIVACY_FLAG: TRUE",
+        "PRIVACY_FLAG: FALSE\nPRIVACY_FLAG: FALSE",
+        "PRIVACY_FLAG: FALSE (no faces)",
+        "No, but a name tag is readable.",
+        "PRIVACY_FLAG: TRUE\nA face is visible.",
+    ],
+)
 def test_anything_but_one_flag_statement_counts_as_flagged(text):
     assert answers.parse_flag(text) == (True, False)
 
 
-FALSE_STATEMENTS = ["PRIVACY_FLAG: FALSE", "privacy flag = false", "Privacy flag: false", "privacy-flag - no",
-                    "FALSE", "No", "false."]
+FALSE_STATEMENTS = [
+    "PRIVACY_FLAG: FALSE",
+    "privacy flag = false",
+    "Privacy flag: false",
+    "privacy-flag - no",
+    "FALSE",
+    "No",
+    "false.",
+]
 TRUE_STATEMENTS = ["PRIVACY_FLAG: TRUE", "privacy flag = yes", "Privacy flag: true", "TRUE", "Yes", "yes."]
-PROSE = ["Wait...", "thanks!", "no faces are visible, but a readable name tag is", "only if nothing is readable",
-         "PRIVATE_CAPTION: a man", "I am not sure.", "Let me check again:", "(a name tag is readable)", "Answer:",
-         "Hmm", "not", "no faces"]
+PROSE = [
+    "Wait...",
+    "thanks!",
+    "no faces are visible, but a readable name tag is",
+    "only if nothing is readable",
+    "PRIVATE_CAPTION: a man",
+    "I am not sure.",
+    "Let me check again:",
+    "(a name tag is readable)",
+    "Answer:",
+    "Hmm",
+    "not",
+    "no faces",
+]
 SEPARATORS = ["\n", " ", "; ", "\n\n", ": ", " - ", ", ", ""]
 
 
@@ -91,9 +118,11 @@ Let me know if you need anything else!
 
 def test_a_full_caption_answer():
     captions = answers.parse_captions(FULL)
-    assert captions.review == ["Face of a woman: people",
-                               "Name tag reading COMO HOPPER: professional and school settings",
-                               "US flag: cultural, political and religious identifiers"]
+    assert captions.review == [
+        "Face of a woman: people",
+        "Name tag reading COMO HOPPER: professional and school settings",
+        "US flag: cultural, political and religious identifiers",
+    ]
     assert captions.private.startswith("A smiling woman") and "COMO HOPPER" in captions.private
     assert captions.public == "A person in a dark uniform with medals stands in front of a flag."
 
@@ -110,24 +139,31 @@ def test_no_public_caption_is_an_error_and_the_raw_text_is_never_used(text):
         answers.parse_captions(text)
 
 
-@pytest.mark.parametrize("text, section", [
-    ("PUBLIC_CAPTION: A person walks.\nPRIVATE_CAPTION: Ann walks.\nPUBLIC_CAPTION: Ann walks her dog.", "PUBLIC"),
-    ("PRIVATE_CAPTION: Ann walks.\n\nPRIVATE_CAPTION:\nAnn Lee walks.\nPUBLIC_CAPTION: A person walks.", "PRIVATE"),
-])
+@pytest.mark.parametrize(
+    "text, section",
+    [
+        ("PUBLIC_CAPTION: A person walks.\nPRIVATE_CAPTION: Ann walks.\nPUBLIC_CAPTION: Ann walks her dog.", "PUBLIC"),
+        ("PRIVATE_CAPTION: Ann walks.\n\nPRIVATE_CAPTION:\nAnn Lee walks.\nPUBLIC_CAPTION: A person walks.", "PRIVATE"),
+    ],
+)
 def test_a_caption_section_given_twice_with_different_text_is_an_error(text, section):
     with pytest.raises(answers.AnswerError, match=f"two different {section}_CAPTION"):
         answers.parse_captions(text)
 
 
 def test_a_caption_section_repeated_word_for_word_is_read():
-    captions = answers.parse_captions("PUBLIC_CAPTION: A person walks.\n\n**PUBLIC_CAPTION:**\nA person  walks.\n\n"
-                                      "PRIVATE_CAPTION: Ann walks.\nPRIVATE_CAPTION:")
+    captions = answers.parse_captions(
+        "PUBLIC_CAPTION: A person walks.\n\n**PUBLIC_CAPTION:**\nA person  walks.\n\n"
+        "PRIVATE_CAPTION: Ann walks.\nPRIVATE_CAPTION:"
+    )
     assert captions.public == "A person walks." and captions.private == ""
 
 
 def test_phrases_lose_labels_quotes_and_chatter():
-    assert answers.parse_phrase('Edit: "change the woman to a tall man with short grey hair"\n\nHope this helps.') \
+    assert (
+        answers.parse_phrase('Edit: "change the woman to a tall man with short grey hair"\n\nHope this helps.')
         == "change the woman to a tall man with short grey hair"
+    )
     assert answers.parse_phrase("**Caption:** A man walks a dog.") == "A man walks a dog."
     with pytest.raises(answers.AnswerError, match="empty edit"):
         answers.parse_phrase("  \n ", "edit")
@@ -141,8 +177,13 @@ def test_judge_scores():
             answers.parse_score(bad)
 
 
-@pytest.mark.parametrize("text", ["ANONYMIZATION_SCORE: 20\nOn reflection: ANONYMIZATION_SCORE: 85",
-                                  "**ANONYMIZATION_SCORE:** 90 ... ANONYMIZATION_SCORE: 140"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ANONYMIZATION_SCORE: 20\nOn reflection: ANONYMIZATION_SCORE: 85",
+        "**ANONYMIZATION_SCORE:** 90 ... ANONYMIZATION_SCORE: 140",
+    ],
+)
 def test_a_judge_that_changes_its_mind_is_unreadable(text):
     with pytest.raises(answers.AnswerError, match="two different ANONYMIZATION_SCORE"):
         answers.parse_score(text)

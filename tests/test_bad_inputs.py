@@ -29,5 +29,13 @@ def test_a_bad_input_corpus_runs_to_the_end(bad_dir):
             assert np.array_equal(after, before), name
     flagged = {o["image"]["path"].rsplit("/", 1)[-1] for o, r in zip(originals, safe) if r["privacy_flag"]}
     # Every awkward file showing a face is still seen as one.
-    assert {"cmyk.jpg", "sixteen_bit.png", "palette_alpha.png", "exif_rotated.jpg", "animated.gif", "large.jpg",
-            "gps.jpg", "grey_alpha.png"} <= flagged
+    assert {
+        "cmyk.jpg",
+        "sixteen_bit.png",
+        "palette_alpha.png",
+        "exif_rotated.jpg",
+        "animated.gif",
+        "large.jpg",
+        "gps.jpg",
+        "grey_alpha.png",
+    } <= flagged

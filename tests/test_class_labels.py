@@ -1,4 +1,5 @@
 """A class label that names no class (missing -1, past the end, not an int or a string) fails its row alone."""
+
 import datasets
 import numpy as np
 import pytest
@@ -26,12 +27,26 @@ def test_edit_texts_leave_rows_with_a_bad_label_without_a_prompt():
     edit = u2s.Edit(editor="instruct-pix2pix", model="m", prior="class", class_column="label", class_names=NAMES)
     labels = [0, 1, -1, 2, None, True, "dog"]
     assert edit._texts({"label": labels}, len(labels)) == [
-        "A realistic image of cat.", "A realistic image of officer.", None, None, None, None,
-        "A realistic image of dog."]
-    flow = u2s.Edit(editor="flowedit", model="m", source_prior="c_priv", target_prior="class", class_column="label",
-                    class_names=NAMES)
+        "A realistic image of cat.",
+        "A realistic image of officer.",
+        None,
+        None,
+        None,
+        None,
+        "A realistic image of dog.",
+    ]
+    flow = u2s.Edit(
+        editor="flowedit",
+        model="m",
+        source_prior="c_priv",
+        target_prior="class",
+        class_column="label",
+        class_names=NAMES,
+    )
     assert flow._texts({"label": [1, -1], "c_priv": ["a man", "a man"]}, 2) == [
-        ("a man", "A realistic image of officer."), None]
+        ("a man", "A realistic image of officer."),
+        None,
+    ]
 
 
 def test_edit_redacts_flagged_rows_whose_label_names_no_class():
@@ -39,12 +54,24 @@ def test_edit_redacts_flagged_rows_whose_label_names_no_class():
     noise = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
     box = [{"label": "face", "score": 0.9, "box": [4, 4, 16, 16]}]
     ds = datasets.Dataset.from_dict(
-        {"image": [Image.fromarray(noise)] * 4, "privacy_flag": [True, True, True, False],
-         "detections": [box] * 4, "label": [-1, 7, None, -1]},
-        features=datasets.Features({"image": datasets.Image(), "privacy_flag": datasets.Value("bool"),
-                                    "detections": DETECTIONS, "label": datasets.Value("int64")}))
-    edit = u2s.Edit(editor="instruct-pix2pix", model="no/such-model", prior="class", class_column="label",
-                    class_names=NAMES)
+        {
+            "image": [Image.fromarray(noise)] * 4,
+            "privacy_flag": [True, True, True, False],
+            "detections": [box] * 4,
+            "label": [-1, 7, None, -1],
+        },
+        features=datasets.Features(
+            {
+                "image": datasets.Image(),
+                "privacy_flag": datasets.Value("bool"),
+                "detections": DETECTIONS,
+                "label": datasets.Value("int64"),
+            }
+        ),
+    )
+    edit = u2s.Edit(
+        editor="instruct-pix2pix", model="no/such-model", prior="class", class_column="label", class_names=NAMES
+    )
     out = ds.map(edit, batched=True)
     assert out["u2s_status"] == ["redacted", "redacted", "redacted", "kept_safe"]
     assert out["u2s_error"][:3] == ["no prompt to edit with"] * 3
@@ -62,12 +89,19 @@ def script(prompt, image):
 
 
 def test_instruct_turns_rows_whose_label_names_no_class_into_error_rows():
-    ds = datasets.Dataset.from_dict({"c_pub": ["a person at a desk"] * 4 + [None], "label": [1, -1, 2, None, -1]},
-                                    features=datasets.Features({"c_pub": datasets.Value("string"),
-                                                                "label": datasets.Value("int64")}))
+    ds = datasets.Dataset.from_dict(
+        {"c_pub": ["a person at a desk"] * 4 + [None], "label": [1, -1, 2, None, -1]},
+        features=datasets.Features({"c_pub": datasets.Value("string"), "label": datasets.Value("int64")}),
+    )
     with ChatServer(script) as server:
-        stage = u2s.Instruct(backend="server", model="org/llm", base_url=server.base_url, retries=0,
-                             class_column="label", class_names=NAMES)
+        stage = u2s.Instruct(
+            backend="server",
+            model="org/llm",
+            base_url=server.base_url,
+            retries=0,
+            class_column="label",
+            class_names=NAMES,
+        )
         out = ds.map(stage, batched=True)
         prompts = [r["messages"][0]["content"] for r in server.requests]
     assert out["u2s_status"] == [None, "error", "error", "error", None]

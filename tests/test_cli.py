@@ -52,9 +52,23 @@ def test_limit_split_and_settings(sample_dir, tmp_path, capsys):
     saved = tmp_path / "saved"
     datasets.load_dataset("imagefolder", data_dir=str(sample_dir)).save_to_disk(str(saved))
     out = tmp_path / "out"
-    code, stdout, _ = run(["anonymize", saved, "--out", out, "--split", "train", "--limit", "2", "--set", "method=fill",
-                           "--set", "face_threshold=0.4"],
-                          capsys)
+    code, stdout, _ = run(
+        [
+            "anonymize",
+            saved,
+            "--out",
+            out,
+            "--split",
+            "train",
+            "--limit",
+            "2",
+            "--set",
+            "method=fill",
+            "--set",
+            "face_threshold=0.4",
+        ],
+        capsys,
+    )
     assert code == 0
     release = datasets.load_from_disk(str(out))
     stages = json.loads((out / "report.json").read_text())["stages"]
@@ -69,14 +83,17 @@ def test_parquet_source(photos, tmp_path, capsys):
     assert datasets.load_from_disk(str(out))["train"][0]["u2s_status"] == "redacted"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["anonymize", "/no/such/folder", "--out", "OUT"], "does not exist"),
-    (["anonymize", "someone/no-such-dataset", "--out", "OUT"], "cannot open someone/no-such-dataset"),
-    (["anonymize", "SRC", "--out", "OUT", "--image-column", "pixels"], "no column 'pixels'"),
-    (["anonymize", "SRC", "--out", "OUT", "--split", "validation"], "no split 'validation'"),
-    (["anonymize", "SRC", "--out", "OUT", "--set", "colour=red"], "no setting colour"),
-    (["anonymize", "SRC", "--out", "OUT", "--set", "method=smudge"], "unknown redaction method"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["anonymize", "/no/such/folder", "--out", "OUT"], "does not exist"),
+        (["anonymize", "someone/no-such-dataset", "--out", "OUT"], "cannot open someone/no-such-dataset"),
+        (["anonymize", "SRC", "--out", "OUT", "--image-column", "pixels"], "no column 'pixels'"),
+        (["anonymize", "SRC", "--out", "OUT", "--split", "validation"], "no split 'validation'"),
+        (["anonymize", "SRC", "--out", "OUT", "--set", "colour=red"], "no setting colour"),
+        (["anonymize", "SRC", "--out", "OUT", "--set", "method=smudge"], "unknown redaction method"),
+    ],
+)
 def test_user_errors_are_clear(sample_dir, tmp_path, capsys, args, message):
     args = [str(sample_dir) if a == "SRC" else str(tmp_path / "out") if a == "OUT" else a for a in args]
     code, _, err = run(args, capsys)

@@ -1,4 +1,5 @@
 """FlowEdit on a tiny SD3 pipeline built from configs and loaded by path like a Hub id."""
+
 import numpy as np
 import pytest
 import torch
@@ -32,8 +33,9 @@ def rows(photos, tmp_path):
 
 
 def editor(pipeline, **settings):
-    return u2s.Edit(editor="flowedit", model=pipeline, text_encoder_3=False, steps=4, n_max=3, resolution=64,
-                    **settings)
+    return u2s.Edit(
+        editor="flowedit", model=pipeline, text_encoder_3=False, steps=4, n_max=3, resolution=64, **settings
+    )
 
 
 def pixels_of(ds):
@@ -60,8 +62,18 @@ def test_flagged_rows_are_edited_repeatably_and_independently_of_batching(pipeli
 
 def test_no_active_step_gives_back_the_vae_round_trip(flow, photos):
     rgb = np.asarray(photos["astronaut"].resize((64, 64)))
-    out = flow.edit([rgb], [("a person", "a man")], [42], resolution=64, steps=4, source_guidance=3.5,
-                    target_guidance=13.5, n_min=0, n_max=0, n_avg=1)[0]
+    out = flow.edit(
+        [rgb],
+        [("a person", "a man")],
+        [42],
+        resolution=64,
+        steps=4,
+        source_guidance=3.5,
+        target_guidance=13.5,
+        n_min=0,
+        n_max=0,
+        n_avg=1,
+    )[0]
     with torch.inference_mode():
         round_trip = flow.decode(flow.encode([Image.fromarray(rgb)]))[0]
     assert np.array_equal(out, round_trip)
@@ -72,8 +84,18 @@ def test_one_step_matches_a_direct_recomputation(flow, photos):
     with torch.inference_mode():
         x = flow.encode([Image.fromarray(rgb)])
         source, target = flow.prompts(["a person"]), flow.prompts(["a tall man"])
-        edited = flow.edit_latents(x, source, target, [torch.Generator().manual_seed(5)], steps=4,
-                                   source_guidance=3.5, target_guidance=13.5, n_min=0, n_max=1, n_avg=1)
+        edited = flow.edit_latents(
+            x,
+            source,
+            target,
+            [torch.Generator().manual_seed(5)],
+            steps=4,
+            source_guidance=3.5,
+            target_guidance=13.5,
+            n_min=0,
+            n_max=1,
+            n_avg=1,
+        )
         scheduler = flow.pipe.scheduler
         sigma, sigma_next, t = scheduler.sigmas[3], scheduler.sigmas[4], scheduler.timesteps[3]
         noise = torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(5))[None]
@@ -87,6 +109,16 @@ def test_one_step_matches_a_direct_recomputation(flow, photos):
 
 def test_the_paper_preset_uses_flowedit_with_the_papers_settings():
     edit = u2s.preset("paper").edit.config
-    assert (edit.editor, edit.model, edit.source_prior, edit.target_prior, edit.steps, edit.source_guidance,
-            edit.target_guidance, edit.n_min, edit.n_max, edit.n_avg, edit.seed) == (
-        "flowedit", u2s.config.SD3, "c_priv", "c_llm", 50, 3.5, 13.5, 0, 33, 1, 42)
+    assert (
+        edit.editor,
+        edit.model,
+        edit.source_prior,
+        edit.target_prior,
+        edit.steps,
+        edit.source_guidance,
+        edit.target_guidance,
+        edit.n_min,
+        edit.n_max,
+        edit.n_avg,
+        edit.seed,
+    ) == ("flowedit", u2s.config.SD3, "c_priv", "c_llm", 50, 3.5, 13.5, 0, 33, 1, 42)

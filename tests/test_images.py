@@ -17,9 +17,17 @@ def test_awkward_but_valid_files_decode_to_rgb(bad_dir, name):
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("corrupt.jpg", "corrupt"), ("truncated.png", "truncated"), ("empty.jpg", "empty"),
-    ("not_an_image.jpg", "not an image"), ("bomb.png", "too large"), ("cut_pages.tif", "truncated")])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("corrupt.jpg", "corrupt"),
+        ("truncated.png", "truncated"),
+        ("empty.jpg", "empty"),
+        ("not_an_image.jpg", "not an image"),
+        ("bomb.png", "too large"),
+        ("cut_pages.tif", "truncated"),
+    ],
+)
 def test_undecodable_files_raise_a_short_readable_reason(bad_dir, name, reason):
     with pytest.raises(images.ImageError, match=reason) as info:
         images.decode({"path": str(bad_dir / name), "bytes": None})
@@ -87,6 +95,7 @@ def test_resize_to_max_side_keeps_aspect():
 
 # -- fail closed: any failure to read one value is that value's ImageError ----------------------------------------
 
+
 def _encoded(image, fmt, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
@@ -98,11 +107,24 @@ def small(photos):
     return photos["astronaut"].resize((64, 48), Image.BILINEAR)
 
 
-@pytest.mark.parametrize("array", [
-    np.array([[object()] * 3] * 3, dtype=object), np.ones((3, 3), complex), np.ones((3, 3), bool),
-    np.full((3, 3), np.nan), np.full((3, 3, 3), np.inf), np.zeros((2, 3, 3, 3), np.uint8), np.zeros((0, 4), np.uint8),
-    np.array(5), np.array([["a", "b"]]), np.zeros((3, 3), "V4"), np.zeros((3, 3), "datetime64[s]"),
-    np.zeros((3, 3), [("r", "u1")])], ids=lambda a: f"{a.dtype}-{a.shape}")
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([[object()] * 3] * 3, dtype=object),
+        np.ones((3, 3), complex),
+        np.ones((3, 3), bool),
+        np.full((3, 3), np.nan),
+        np.full((3, 3, 3), np.inf),
+        np.zeros((2, 3, 3, 3), np.uint8),
+        np.zeros((0, 4), np.uint8),
+        np.array(5),
+        np.array([["a", "b"]]),
+        np.zeros((3, 3), "V4"),
+        np.zeros((3, 3), "datetime64[s]"),
+        np.zeros((3, 3), [("r", "u1")]),
+    ],
+    ids=lambda a: f"{a.dtype}-{a.shape}",
+)
 def test_arrays_that_are_not_images_are_image_errors(array):
     with pytest.raises(images.ImageError):
         images.decode(array)
@@ -120,7 +142,7 @@ def test_only_the_first_frame_is_read(photos):
     page, other = photos["astronaut"].resize((48, 40)), photos["coffee"].resize((48, 40))
     data = _encoded(page, "TIFF", save_all=True, append_images=[other])
     first_page_ends = Image.open(io.BytesIO(data)).tile[0].offset + 48 * 40 * 3  # header, first IFD, first strip
-    rgb = images.decode(data[:first_page_ends + 4])
+    rgb = images.decode(data[: first_page_ends + 4])
     assert np.array_equal(rgb, np.asarray(page))
 
 
@@ -135,13 +157,16 @@ def test_every_exif_orientation_is_undone_like_pillow(small, orientation):
 
 # -- limits: pixels, bytes, Pillow's own bomb check -----------------------------------------------------------------
 
+
 def test_the_memory_guard_counts_bytes_not_only_pixels(small):
     pixels = small.width * small.height
     rgb_jpeg = _encoded(small, "JPEG")
     # libjpeg keeps every DCT coefficient of a progressive file (8 bytes a pixel for 4:4:4 CMYK) and the WebP decoder
     # keeps frames of its own: more bytes than an RGB image of the same pixel count, which the guard is sized for.
-    costly = {"progressive CMYK JPEG": _encoded(small.convert("CMYK"), "JPEG", progressive=True, subsampling=0),
-              "WebP": _encoded(small, "WEBP")}
+    costly = {
+        "progressive CMYK JPEG": _encoded(small.convert("CMYK"), "JPEG", progressive=True, subsampling=0),
+        "WebP": _encoded(small, "WEBP"),
+    }
     assert images.decode(rgb_jpeg, max_pixels=pixels).shape == (small.height, small.width, 3)
     assert images.decode(_encoded(small.convert("CMYK"), "JPEG"), max_pixels=pixels).shape[:2] == small.size[::-1]
     for name, data in costly.items():
@@ -179,6 +204,7 @@ def test_max_pixels_governs_not_pillows_bomb_limit(monkeypatch, small, fmt):
 
 
 # -- reading files: only regular files of bounded size, never blocking, never naming the path ---------------------
+
 
 def _in_thread(function, *args, timeout=10):
     """function(*args) in a thread: (finished, result or exception). A regression that blocks cannot hang the suite."""

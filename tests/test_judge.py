@@ -1,4 +1,5 @@
 """The metrics that ask a vision-language model, against a scripted chat-completions server, and RapidOCR."""
+
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ def judge_script(prompt, image):
         if image.width == 3 * image.height:  # the 'broken' pair below: an answer without a score
             return "I would rather not say."
         halves = np.asarray(image.convert("RGB"), dtype=float)
-        left, right = halves[:, :image.width // 2], halves[:, image.width // 2:]
+        left, right = halves[:, : image.width // 2], halves[:, image.width // 2 :]
         same = np.abs(left - right).mean() < 5  # the request's JPEG encoding changes a few values
         return "**ANONYMIZATION_SCORE:** 0" if same else "ANONYMIZATION_SCORE: 85"
     if "Transcribe" in prompt:
@@ -36,8 +37,11 @@ def server():
 def test_vlm_score_sees_the_pair_side_by_side_and_reports_unreadable_answers(server, photos):
     astronaut, coffee = photos["astronaut"], photos["coffee"]
     wide = astronaut.resize((256, 128))  # anonymised image scaled to the original's height -> 3x as wide as high
-    out = scoring.vlm_score([astronaut, astronaut, astronaut.resize((128, 128)), coffee, b"junk"],
-                            [astronaut, coffee, wide, None, astronaut], judge=_judge(server))
+    out = scoring.vlm_score(
+        [astronaut, astronaut, astronaut.resize((128, 128)), coffee, b"junk"],
+        [astronaut, coffee, wide, None, astronaut],
+        judge=_judge(server),
+    )
     assert out["per_image"] == [0, 85, None, None, None]
     assert out["vlm_score"] == pytest.approx(42.5) and out["unreadable"] == 1
     first = server.requests[0]["messages"][-1]["content"]
@@ -67,8 +71,10 @@ def test_a_failing_judge_gives_none_not_scores(photos):
     assert out == {"vlm_score": None, "per_image": [None], "unreadable": 1}
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("NONE", ""), ("none.", ""), ("", ""), ("1. ALICE JONES\n\n2. Plate ABC 1234", "ALICE JONES\nPlate ABC 1234")])
+@pytest.mark.parametrize(
+    "text, expected",
+    [("NONE", ""), ("none.", ""), ("", ""), ("1. ALICE JONES\n\n2. Plate ABC 1234", "ALICE JONES\nPlate ABC 1234")],
+)
 def test_parse_text(text, expected):
     assert answers.parse_text(text) == expected
 

@@ -1,4 +1,5 @@
 """Every `evaluate` module in metrics/ through evaluate.load, offline, against the scoring functions it wraps."""
+
 from pathlib import Path
 
 import datasets
@@ -24,8 +25,15 @@ def test_every_module_loads_and_has_a_metric_card(name):
     module = load(name)
     assert module.name == name and "predictions" in module.inputs_description
     card = (METRICS / name / "README.md").read_text()
-    for section in ("## Metric Description", "## How to Use", "### Inputs", "### Output Values", "### Examples",
-                    "## Limitations and Bias", "## Citation"):
+    for section in (
+        "## Metric Description",
+        "## How to Use",
+        "### Inputs",
+        "### Output Values",
+        "### Examples",
+        "## Limitations and Bias",
+        "## Citation",
+    ):
         assert section in card, (name, section)
 
 
@@ -35,7 +43,8 @@ def test_quality_passes_the_clip_model_through_load(photos, tmp_path):
     out = load("u2s_quality", clip_model=model).compute(predictions=pictures, references=captions)
     direct = scoring.clip_score(pictures, captions, model=model)
     assert out["per_image"] == pytest.approx(direct["per_image"]) and out["clip_score"] == pytest.approx(
-        direct["clip_score"])
+        direct["clip_score"]
+    )
 
 
 def test_cheating_equals_ssim_and_lpips(photos):
@@ -64,8 +73,13 @@ def test_privacy_with_real_face_and_text_models_and_a_judge(photos):
         return "ANONYMIZATION_SCORE: 70" if "ANONYMIZATION_SCORE" in prompt else "White\nBlack"
 
     with ChatServer(judge) as server:
-        judged = load("u2s_privacy", face_model="vectron", face_root=corpus.vectron_root(), judge="judge",
-                      judge_url=server.base_url).compute(predictions=[safe], references=[grace])
+        judged = load(
+            "u2s_privacy",
+            face_model="vectron",
+            face_root=corpus.vectron_root(),
+            judge="judge",
+            judge_url=server.base_url,
+        ).compute(predictions=[safe], references=[grace])
     assert judged["vlm_score"] == 70 and judged["race_counts"]["Black"] == 1
     assert judged["race_entropy"] == pytest.approx(scoring.race_entropy([1, 1, 0, 0, 0]))
 
@@ -82,8 +96,8 @@ def test_utility_trains_on_the_predictions_and_tests_on_the_originals(class_phot
     backbone = str(tiny_models.vit_mae(tmp_path / "vit-mae"))
     train, test = corpus.class_split(class_photos, 6, 0), corpus.class_split(class_photos, 4, 100, jitter=True)
     fast = {"backbone": backbone, "epochs": 4, "batch_size": 6, "grad_accum": 1, "lr": 1e-2}
-    out = load("u2s_utility", **fast).compute(predictions=train["image"], references=train["label"],
-                                               test_images=test["image"], test_labels=test["label"])
-    direct = scoring.train_eval_classifier(datasets.Dataset.from_dict(train), datasets.Dataset.from_dict(test),
-                                           **fast)
+    out = load("u2s_utility", **fast).compute(
+        predictions=train["image"], references=train["label"], test_images=test["image"], test_labels=test["label"]
+    )
+    direct = scoring.train_eval_classifier(datasets.Dataset.from_dict(train), datasets.Dataset.from_dict(test), **fast)
     assert out == direct and out["num_classes"] == 3 and len(out["per_image"]) == 12

@@ -93,8 +93,12 @@ def test_detector_failure_flags_the_row_and_obscures_it(photos, monkeypatch):
 
 
 def test_dataset_dicts_run_per_split(photos):
-    dd = datasets.DatasetDict({"train": corpus.image_dataset({"astronaut": photos["astronaut"]}),
-                               "test": corpus.image_dataset({"coffee": photos["coffee"]})})
+    dd = datasets.DatasetDict(
+        {
+            "train": corpus.image_dataset({"astronaut": photos["astronaut"]}),
+            "test": corpus.image_dataset({"coffee": photos["coffee"]}),
+        }
+    )
     out = u2s.anonymize(dd)
     assert out["train"][0]["u2s_status"] == "redacted" and out["test"][0]["u2s_status"] == "kept_safe"
 
@@ -113,8 +117,9 @@ def test_presets_and_overrides():
 
 def test_settings_apply_to_a_preset_object_too(photos):
     chain = u2s.Preset(name="mine", inspect=u2s.Inspect(text=False), edit=u2s.Edit())
-    ds = datasets.Dataset.from_dict({"img": [photos["grace_hopper"]]},
-                                    features=datasets.Features({"img": datasets.Image()}))
+    ds = datasets.Dataset.from_dict(
+        {"img": [photos["grace_hopper"]]}, features=datasets.Features({"img": datasets.Image()})
+    )
     out = u2s.anonymize(ds, chain, image_column="img", method="fill")
     assert {d["label"] for d in out[0]["detections"]} == {"face"}  # the preset's own text=False is kept
     x0, y0, x1, y1 = (int(v) for v in out[0]["detections"][0]["box"])
@@ -124,8 +129,9 @@ def test_settings_apply_to_a_preset_object_too(photos):
 
 
 def test_custom_column_names(photos):
-    ds = datasets.Dataset.from_dict({"img": [photos["astronaut"]]},
-                                    features=datasets.Features({"img": datasets.Image()}))
+    ds = datasets.Dataset.from_dict(
+        {"img": [photos["astronaut"]]}, features=datasets.Features({"img": datasets.Image()})
+    )
     out = u2s.anonymize(ds, image_column="img")
     assert "img" not in out.column_names and out[0]["u2s_status"] == "redacted"
     with pytest.raises(ValueError, match="image column"):

@@ -37,21 +37,24 @@ def test_obscure_changes_a_whole_image(noise):
     assert np.abs(redact.obscure(noise, 16).astype(int) - noise).mean() > 30
 
 
-@pytest.mark.parametrize("box", [
-    [200, 10, 220, 30],            # right of the image
-    [-30, -30, -10, -10],          # above and left of it
-    [160, 0, 170, 10],             # touching its right edge from outside (a margin would reach in)
-    [10, 10, 10, 40],              # zero width
-    [10, 40, 30, 40],              # zero height
-    [30, 20, 10, 40],              # x1 < x0
-    [10, 20, float("nan"), 40],
-    [10, 20, float("inf"), 40],
-    [10, 20, 30],
-    [],
-    None,
-    "1234",
-    [True, 0, 5, 5],
-])
+@pytest.mark.parametrize(
+    "box",
+    [
+        [200, 10, 220, 30],  # right of the image
+        [-30, -30, -10, -10],  # above and left of it
+        [160, 0, 170, 10],  # touching its right edge from outside (a margin would reach in)
+        [10, 10, 10, 40],  # zero width
+        [10, 40, 30, 40],  # zero height
+        [30, 20, 10, 40],  # x1 < x0
+        [10, 20, float("nan"), 40],
+        [10, 20, float("inf"), 40],
+        [10, 20, 30],
+        [],
+        None,
+        "1234",
+        [True, 0, 5, 5],
+    ],
+)
 def test_unusable_boxes_are_refused(noise, box):
     """They locate nothing: the caller must obscure more, not report the untouched image as redacted."""
     with pytest.raises(ValueError, match="box"):
@@ -105,8 +108,13 @@ def test_obscure_checks_its_own_output():
     assert np.array_equal(redact.obscure(grey, 16), grey)  # one colour: nothing to hide
 
 
-BAD = {"outside": [40, 40, 50, 50], "zero_size": [5, 5, 5, 12], "nan": [1, 2, float("nan"), 8],
-       "three_numbers": [1, 2, 3], "good_and_outside": None}
+BAD = {
+    "outside": [40, 40, 50, 50],
+    "zero_size": [5, 5, 5, 12],
+    "nan": [1, 2, float("nan"), 8],
+    "three_numbers": [1, 2, 3],
+    "good_and_outside": None,
+}
 TINY = [10, 10, 16, 16]
 
 
@@ -123,11 +131,21 @@ def edit_rows():
     rows["pixelated"] = (blocks(32, 32, 2), [BAD["outside"]], True)  # 16 cells across 32 px change nothing
     rows["unflagged"] = (noise, [BAD["outside"]], False)
     return rows, datasets.Dataset.from_dict(
-        {"name": list(rows), "image": [Image.fromarray(r[0]) for r in rows.values()],
-         "privacy_flag": [r[2] for r in rows.values()],
-         "detections": [[{"label": "face", "score": 0.9, "box": b} for b in r[1]] for r in rows.values()]},
-        features=datasets.Features({"name": datasets.Value("string"), "image": datasets.Image(),
-                                    "privacy_flag": datasets.Value("bool"), "detections": DETECTIONS}))
+        {
+            "name": list(rows),
+            "image": [Image.fromarray(r[0]) for r in rows.values()],
+            "privacy_flag": [r[2] for r in rows.values()],
+            "detections": [[{"label": "face", "score": 0.9, "box": b} for b in r[1]] for r in rows.values()],
+        },
+        features=datasets.Features(
+            {
+                "name": datasets.Value("string"),
+                "image": datasets.Image(),
+                "privacy_flag": datasets.Value("bool"),
+                "detections": DETECTIONS,
+            }
+        ),
+    )
 
 
 @pytest.mark.parametrize("margin", [0.0, 0.25])

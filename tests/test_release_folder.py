@@ -1,4 +1,5 @@
 """`u2s anonymize --out`: never delete or corrupt what the user has; a killed run leaves nothing that looks done."""
+
 import json
 import os
 import signal
@@ -98,8 +99,14 @@ def _u2s(*args, log: Path) -> subprocess.Popen:
     """The command in its own process; its output goes to `log` (a pipe nobody reads would block it)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log, "ab") as output:
-        return subprocess.Popen([sys.executable, "-m", "u2s_hf.cli", *map(str, args)], env=env, cwd=REPO,
-                                stdout=output, stderr=output, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "u2s_hf.cli", *map(str, args)],
+            env=env,
+            cwd=REPO,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+        )
 
 
 def _wait_for(condition, seconds=120):
@@ -163,8 +170,17 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
 def test_num_proc_workers_exit_when_the_parent_is_killed(many, tmp_path):
-    process = _u2s("anonymize", many, "--out", tmp_path / "out", "--num-proc", "2", "--batch-size", "1",
-                   log=tmp_path.parent / f"{tmp_path.name}.log")
+    process = _u2s(
+        "anonymize",
+        many,
+        "--out",
+        tmp_path / "out",
+        "--num-proc",
+        "2",
+        "--batch-size",
+        "1",
+        log=tmp_path.parent / f"{tmp_path.name}.log",
+    )
     workers: set[int] = set()
     try:
         assert _wait_for(lambda: len(_children(process.pid)) >= 2 or process.poll() is not None, 180)
@@ -186,14 +202,43 @@ def test_evaluate_never_replaces_files_it_did_not_write(src, tmp_path, capsys):
     release = tmp_path / "release"
     assert run(["anonymize", src, "--out", release], capsys)[0] == 0
     written = (release / "report.json").read_text()
-    code, _, err = run(["evaluate", "--original", src, "--anonymized", release, "--metrics", "cheating",
-                        "--no-lpips", "--out", release], capsys)
+    code, _, err = run(
+        [
+            "evaluate",
+            "--original",
+            src,
+            "--anonymized",
+            release,
+            "--metrics",
+            "cheating",
+            "--no-lpips",
+            "--out",
+            release,
+        ],
+        capsys,
+    )
     assert code == 2 and "did not write" in err and "u2s evaluate:" not in err  # refused before any scoring
     assert (release / "report.json").read_text() == written
     report = tmp_path / "report"
     for _ in range(2):  # its own earlier report may be replaced
-        assert run(["evaluate", "--original", src, "--anonymized", release, "--metrics", "cheating", "--no-lpips",
-                    "--out", report], capsys)[0] == 0
+        assert (
+            run(
+                [
+                    "evaluate",
+                    "--original",
+                    src,
+                    "--anonymized",
+                    release,
+                    "--metrics",
+                    "cheating",
+                    "--no-lpips",
+                    "--out",
+                    report,
+                ],
+                capsys,
+            )[0]
+            == 0
+        )
 
 
 def test_the_sample_maker_never_replaces_a_file_it_did_not_write(tmp_path):

@@ -1,4 +1,5 @@
 """Safe Cross Attention on a tiny InstructPix2Pix pipeline."""
+
 import logging
 import shutil
 
@@ -71,8 +72,9 @@ def test_the_edit_stage_with_safe_attention(pipeline, photos):
     ds = corpus.image_dataset({"astronaut": photos["astronaut"], "coffee": photos["coffee"]})
     ds = ds.add_column("privacy_flag", [True, True]).add_column("c_edit", [TEXTS[2], TEXTS[2]])
     ds = ds.add_column("c_pub", [TEXTS[1], None])
-    out = ds.map(u2s.Edit(editor="instruct-pix2pix", model=pipeline, safe_attention=True, steps=2, resolution=64),
-                 batched=True)
+    out = ds.map(
+        u2s.Edit(editor="instruct-pix2pix", model=pipeline, safe_attention=True, steps=2, resolution=64), batched=True
+    )
     assert out["u2s_status"] == ["edited", "redacted"]  # no public caption: redacted instead
     with pytest.raises(ValueError, match="instruct-pix2pix"):
         u2s.Edit(editor="flowedit", model=pipeline, safe_attention=True)

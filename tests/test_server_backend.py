@@ -25,8 +25,11 @@ def test_answers_come_back_in_order_with_images_and_settings():
         out = chat.complete([ChatRequest("a", IMAGE, 7), ChatRequest("b"), ChatRequest("c", IMAGE)])
     assert out == ["echo a", "echo b", "echo c"]
     assert seen_sizes == [(512, 256), (512, 256)]
-    first = next(r for r in server.requests if isinstance(r["messages"][0]["content"], list)
-                 and r["messages"][0]["content"][1]["text"] == "a")  # requests arrive concurrently, in any order
+    first = next(
+        r
+        for r in server.requests
+        if isinstance(r["messages"][0]["content"], list) and r["messages"][0]["content"][1]["text"] == "a"
+    )  # requests arrive concurrently, in any order
     assert first["model"] == "some/model" and first["max_tokens"] == 7 and first["temperature"] == 0.0
 
 
@@ -41,7 +44,8 @@ def test_transient_failures_are_retried_and_hard_ones_become_row_errors():
 
     with ChatServer(script) as server:
         out = ServerChat(server.base_url, "m", retries=3).complete(
-            [ChatRequest("flaky"), ChatRequest("bad"), ChatRequest("fine")])
+            [ChatRequest("flaky"), ChatRequest("bad"), ChatRequest("fine")]
+        )
     assert out[0] == "finally" and attempts["flaky"] == 3
     assert isinstance(out[1], Exception) and out[2] == "ok"
 
@@ -49,7 +53,8 @@ def test_transient_failures_are_retried_and_hard_ones_become_row_errors():
 def test_timeouts_become_row_errors():
     with ChatServer(lambda prompt, image: 3.0 if prompt == "slow" else "quick") as server:
         out = ServerChat(server.base_url, "m", timeout=0.5, retries=0).complete(
-            [ChatRequest("slow"), ChatRequest("fast")])
+            [ChatRequest("slow"), ChatRequest("fast")]
+        )
     assert isinstance(out[0], Exception) and out[1] == "quick"
 
 
@@ -76,6 +81,7 @@ def test_retries_count_against_the_timeout():
 
 def test_a_trickled_flag_answer_is_an_error_row_that_stays_flagged(photos):
     rows = corpus.image_dataset({"coffee": photos["coffee"], "small": photos["coffee"].resize((64, 64))})
+
     def script(prompt, image):  # the same answer: trickled for the big image, at once for the small one
         return Reply("PRIVACY_FLAG: FALSE", trickle=6.0) if image.width > 64 else "PRIVACY_FLAG: FALSE"
 
@@ -95,8 +101,10 @@ def test_a_huge_answer_is_refused():
     assert out[1] == "ok"
 
 
-@pytest.mark.parametrize("body, why", [(b'{"choices": [{"message": {"content": 5}}]}', "not text"),
-                                       (b"<html>busy</html>", "not a chat completion")])
+@pytest.mark.parametrize(
+    "body, why",
+    [(b'{"choices": [{"message": {"content": 5}}]}', "not text"), (b"<html>busy</html>", "not a chat completion")],
+)
 def test_an_answer_that_is_not_chat_text_is_a_row_error(body, why):
     with ChatServer(lambda prompt, image: Reply(body=body)) as server:
         out = ServerChat(server.base_url, "m", retries=0).complete([ChatRequest("x")])

@@ -1,4 +1,5 @@
 """Settings that would silently weaken protection are refused when a config is made (Python, presets, `--set`)."""
+
 import dataclasses
 import math
 import typing
@@ -11,8 +12,14 @@ import u2s_hf as u2s
 from u2s_hf import cli, config, pipeline
 
 # Each config class with the fewest settings it needs to be valid.
-CONFIGS = {config.ModelSettings: {}, config.InspectConfig: {}, config.CaptionConfig: {"model": "m"},
-           config.InstructConfig: {"model": "m"}, config.EditConfig: {}, config.JudgeConfig: {}}
+CONFIGS = {
+    config.ModelSettings: {},
+    config.InspectConfig: {},
+    config.CaptionConfig: {"model": "m"},
+    config.InstructConfig: {"model": "m"},
+    config.EditConfig: {},
+    config.JudgeConfig: {},
+}
 SERVER = {"backend": "server", "model": "m", "base_url": "http://host/v1"}
 
 
@@ -33,89 +40,103 @@ def test_every_typed_field_of_every_config_refuses_a_value_of_another_type(confi
             config_class(**{**CONFIGS[config_class], name: b"1"})
 
 
-@pytest.mark.parametrize("make, name", [
-    (lambda: u2s.Inspect(text="maybe"), "text"),             # "maybe" is truthy: it used to mean True
-    (lambda: u2s.Inspect(faces=0), "faces"),
-    (lambda: u2s.Inspect(face_threshold=True), "face_threshold"),
-    (lambda: u2s.Inspect(face_threshold=math.nan), "face_threshold"),
-    (lambda: u2s.Inspect(text_threshold="0.5"), "text_threshold"),
-    (lambda: u2s.Inspect(face_max_side=2.5), "face_max_side"),
-    (lambda: u2s.Inspect(image_column=3), "image_column"),
-    (lambda: u2s.Edit(cells=True), "cells"),
-    (lambda: u2s.Edit(cells=8.0), "cells"),
-    (lambda: u2s.Edit(margin=math.inf), "margin"),
-    (lambda: u2s.Edit(margin=math.nan), "margin"),
-    (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", steps=2.5), "steps"),
-    (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", guidance_scale=math.nan), "guidance_scale"),
-    (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", safe_attention="yes"), "safe_attention"),
-    (lambda: u2s.Instruct(model="m", merge="no"), "merge"),
-    (lambda: u2s.Instruct(model="m", seed=1.5), "seed"),
-    (lambda: u2s.Instruct(**SERVER, timeout=math.inf), "timeout"),
-    (lambda: config.JudgeConfig(trust_remote_code="yes"), "trust_remote_code"),
-])
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda: u2s.Inspect(text="maybe"), "text"),  # "maybe" is truthy: it used to mean True
+        (lambda: u2s.Inspect(faces=0), "faces"),
+        (lambda: u2s.Inspect(face_threshold=True), "face_threshold"),
+        (lambda: u2s.Inspect(face_threshold=math.nan), "face_threshold"),
+        (lambda: u2s.Inspect(text_threshold="0.5"), "text_threshold"),
+        (lambda: u2s.Inspect(face_max_side=2.5), "face_max_side"),
+        (lambda: u2s.Inspect(image_column=3), "image_column"),
+        (lambda: u2s.Edit(cells=True), "cells"),
+        (lambda: u2s.Edit(cells=8.0), "cells"),
+        (lambda: u2s.Edit(margin=math.inf), "margin"),
+        (lambda: u2s.Edit(margin=math.nan), "margin"),
+        (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", steps=2.5), "steps"),
+        (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", guidance_scale=math.nan), "guidance_scale"),
+        (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", safe_attention="yes"), "safe_attention"),
+        (lambda: u2s.Instruct(model="m", merge="no"), "merge"),
+        (lambda: u2s.Instruct(model="m", seed=1.5), "seed"),
+        (lambda: u2s.Instruct(**SERVER, timeout=math.inf), "timeout"),
+        (lambda: config.JudgeConfig(trust_remote_code="yes"), "trust_remote_code"),
+    ],
+)
 def test_values_of_the_wrong_type_are_refused(make, name):
     with pytest.raises(TypeError, match=name):
         make()
 
 
-@pytest.mark.parametrize("make, name", [
-    (lambda: u2s.Inspect(face_threshold=0), "face_threshold"),
-    (lambda: u2s.Inspect(face_threshold=1.5), "face_threshold"),
-    (lambda: u2s.Inspect(text_threshold=0.0), "text_threshold"),
-    (lambda: u2s.Inspect(face_max_side=0), "face_max_side"),
-    (lambda: u2s.Inspect(text_max_side=-1), "text_max_side"),
-    (lambda: u2s.Inspect(max_pixels=0), "max_pixels"),
-    (lambda: u2s.Inspect(threads=0), "threads"),
-    (lambda: u2s.Inspect(backend="vlm", model="m", image_max_side=0), "image_max_side"),
-    (lambda: u2s.Inspect(backend="vlm", model="m", max_new_tokens=0), "max_new_tokens"),
-    (lambda: u2s.Instruct(model="m", merge_max_new_tokens=0), "merge_max_new_tokens"),
-    (lambda: u2s.Edit(cells=1000), "cells"),                 # used to report `redacted` with the original pixels
-    (lambda: u2s.Edit(cells=config.MAX_CELLS + 1), "cells"),
-    (lambda: u2s.Edit(cells=0), "cells"),
-    (lambda: u2s.Edit(whole_image_cells=config.MAX_WHOLE_IMAGE_CELLS + 1), "whole_image_cells"),
-    (lambda: u2s.Edit(max_pixels=-5), "max_pixels"),
-    (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", resolution=0), "resolution"),
-    (lambda: u2s.Edit(editor="flowedit", model="m", batch_size=0), "batch_size"),
-])
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda: u2s.Inspect(face_threshold=0), "face_threshold"),
+        (lambda: u2s.Inspect(face_threshold=1.5), "face_threshold"),
+        (lambda: u2s.Inspect(text_threshold=0.0), "text_threshold"),
+        (lambda: u2s.Inspect(face_max_side=0), "face_max_side"),
+        (lambda: u2s.Inspect(text_max_side=-1), "text_max_side"),
+        (lambda: u2s.Inspect(max_pixels=0), "max_pixels"),
+        (lambda: u2s.Inspect(threads=0), "threads"),
+        (lambda: u2s.Inspect(backend="vlm", model="m", image_max_side=0), "image_max_side"),
+        (lambda: u2s.Inspect(backend="vlm", model="m", max_new_tokens=0), "max_new_tokens"),
+        (lambda: u2s.Instruct(model="m", merge_max_new_tokens=0), "merge_max_new_tokens"),
+        (lambda: u2s.Edit(cells=1000), "cells"),  # used to report `redacted` with the original pixels
+        (lambda: u2s.Edit(cells=config.MAX_CELLS + 1), "cells"),
+        (lambda: u2s.Edit(cells=0), "cells"),
+        (lambda: u2s.Edit(whole_image_cells=config.MAX_WHOLE_IMAGE_CELLS + 1), "whole_image_cells"),
+        (lambda: u2s.Edit(max_pixels=-5), "max_pixels"),
+        (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", resolution=0), "resolution"),
+        (lambda: u2s.Edit(editor="flowedit", model="m", batch_size=0), "batch_size"),
+    ],
+)
 def test_values_out_of_range_are_refused(make, name):
     with pytest.raises(ValueError, match=name):
         make()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: u2s.Inspect(criteria=["people"]), "criteria is a setting of backend 'vlm'/'server'"),
-    (lambda: u2s.Inspect(model="m"), "model is a setting of backend 'vlm'/'server'"),
-    (lambda: u2s.Inspect(max_new_tokens=64), "max_new_tokens is a setting of backend 'vlm'/'server'"),
-    (lambda: u2s.Inspect(debug_column="raw"), "debug_column is a setting of backend 'vlm'/'server'"),
-    (lambda: u2s.Inspect(base_url="http://host/v1"), "base_url is a setting of backend"),
-    (lambda: u2s.Inspect(backend="vlm", model="m", face_threshold=0.5), "face_threshold is a setting of backend"),
-    (lambda: u2s.Inspect(**SERVER, text=False), "text is a setting of backend 'detectors'"),
-    (lambda: u2s.Inspect(backend="vlm", model="m", text_max_side=500), "text_max_side is a setting of backend 'det"),
-    (lambda: u2s.Inspect(backend="vlm", model="m", timeout=5.0), "timeout is a setting of backend 'server'"),
-    (lambda: u2s.Caption(model="m", concurrency=2), "concurrency is a setting of backend 'server'"),
-    (lambda: u2s.Instruct(model="m", retries=0), "retries is a setting of backend 'server'"),
-    (lambda: u2s.Instruct(model="m", base_url="http://host/v1"), "base_url is a setting of backend 'server'"),
-    (lambda: config.JudgeConfig(timeout=5.0), "timeout is a setting of backend 'server'"),
-    (lambda: u2s.Edit(model="m"), "model is a diffusion setting"),
-    (lambda: u2s.Edit(steps=10), "steps is a diffusion setting"),
-    (lambda: u2s.Edit(seed=1), "seed is a diffusion setting"),
-    (lambda: u2s.Edit(prior="c_pub"), "prior is a diffusion setting"),
-    (lambda: u2s.Edit(class_column="label"), "class_column is a diffusion setting"),
-    (lambda: u2s.Edit(guidance_scale=5.0), "guidance_scale is a diffusion setting"),
-    (lambda: u2s.Edit(safe_attention=True), "safe_attention is a diffusion setting"),
-    (lambda: u2s.Edit(resolution=256), "resolution is a diffusion setting"),
-    (lambda: u2s.Edit(batch_size=2), "batch_size is a diffusion setting"),
-    (lambda: u2s.Edit(n_max=10), "n_max is a diffusion setting"),
-    (lambda: u2s.Edit(dtype="float16"), "dtype is a diffusion setting"),
-    (lambda: u2s.Edit(editor="flowedit", model="m", image_guidance_scale=2.0),
-     "image_guidance_scale is an instruct-pix2pix setting"),
-    (lambda: u2s.Edit(editor="flowedit", model="m", prior="c_pub"), "prior is an instruct-pix2pix setting"),
-    (lambda: u2s.Edit(editor="flowedit", model="m", guidance_scale=5.0), "guidance_scale is an instruct-pix2pix"),
-    (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", source_prior="c_pub"), "source_prior is a flowedit"),
-    (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", target_guidance=9.0), "target_guidance is a flowedit"),
-    (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", n_avg=2), "n_avg is a flowedit setting"),
-    (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", text_encoder_3=False), "text_encoder_3 is a flowedit"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: u2s.Inspect(criteria=["people"]), "criteria is a setting of backend 'vlm'/'server'"),
+        (lambda: u2s.Inspect(model="m"), "model is a setting of backend 'vlm'/'server'"),
+        (lambda: u2s.Inspect(max_new_tokens=64), "max_new_tokens is a setting of backend 'vlm'/'server'"),
+        (lambda: u2s.Inspect(debug_column="raw"), "debug_column is a setting of backend 'vlm'/'server'"),
+        (lambda: u2s.Inspect(base_url="http://host/v1"), "base_url is a setting of backend"),
+        (lambda: u2s.Inspect(backend="vlm", model="m", face_threshold=0.5), "face_threshold is a setting of backend"),
+        (lambda: u2s.Inspect(**SERVER, text=False), "text is a setting of backend 'detectors'"),
+        (
+            lambda: u2s.Inspect(backend="vlm", model="m", text_max_side=500),
+            "text_max_side is a setting of backend 'det",
+        ),
+        (lambda: u2s.Inspect(backend="vlm", model="m", timeout=5.0), "timeout is a setting of backend 'server'"),
+        (lambda: u2s.Caption(model="m", concurrency=2), "concurrency is a setting of backend 'server'"),
+        (lambda: u2s.Instruct(model="m", retries=0), "retries is a setting of backend 'server'"),
+        (lambda: u2s.Instruct(model="m", base_url="http://host/v1"), "base_url is a setting of backend 'server'"),
+        (lambda: config.JudgeConfig(timeout=5.0), "timeout is a setting of backend 'server'"),
+        (lambda: u2s.Edit(model="m"), "model is a diffusion setting"),
+        (lambda: u2s.Edit(steps=10), "steps is a diffusion setting"),
+        (lambda: u2s.Edit(seed=1), "seed is a diffusion setting"),
+        (lambda: u2s.Edit(prior="c_pub"), "prior is a diffusion setting"),
+        (lambda: u2s.Edit(class_column="label"), "class_column is a diffusion setting"),
+        (lambda: u2s.Edit(guidance_scale=5.0), "guidance_scale is a diffusion setting"),
+        (lambda: u2s.Edit(safe_attention=True), "safe_attention is a diffusion setting"),
+        (lambda: u2s.Edit(resolution=256), "resolution is a diffusion setting"),
+        (lambda: u2s.Edit(batch_size=2), "batch_size is a diffusion setting"),
+        (lambda: u2s.Edit(n_max=10), "n_max is a diffusion setting"),
+        (lambda: u2s.Edit(dtype="float16"), "dtype is a diffusion setting"),
+        (
+            lambda: u2s.Edit(editor="flowedit", model="m", image_guidance_scale=2.0),
+            "image_guidance_scale is an instruct-pix2pix setting",
+        ),
+        (lambda: u2s.Edit(editor="flowedit", model="m", prior="c_pub"), "prior is an instruct-pix2pix setting"),
+        (lambda: u2s.Edit(editor="flowedit", model="m", guidance_scale=5.0), "guidance_scale is an instruct-pix2pix"),
+        (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", source_prior="c_pub"), "source_prior is a flowedit"),
+        (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", target_guidance=9.0), "target_guidance is a flowedit"),
+        (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", n_avg=2), "n_avg is a flowedit setting"),
+        (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", text_encoder_3=False), "text_encoder_3 is a flowedit"),
+    ],
+)
 def test_settings_of_another_backend_or_editor_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
         make()
@@ -141,19 +162,30 @@ def test_every_preset_builds_and_rebuilds_to_the_same_configs():
             assert dataclasses.replace(stage.config) == stage.config, (name, stage.name)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: u2s.Inspect(face_threshold=1, text_threshold=0.01, face_max_side=64, max_pixels=None, threads=1),
-    lambda: u2s.Inspect(**SERVER, criteria=["people"], timeout=5.0, retries=0, concurrency=2, debug_column="raw"),
-    lambda: u2s.Inspect(backend="vlm", model="m", batch_size=2, dtype="float32", max_new_tokens=32),
-    lambda: u2s.Edit(cells=1, whole_image_cells=config.MAX_WHOLE_IMAGE_CELLS, margin=0, method="blur"),
-    lambda: u2s.Edit(cells=config.MAX_CELLS, margin=2),
-    lambda: u2s.Edit(editor="instruct-pix2pix", model="m", steps=5, seed=3, image_guidance_scale=2.0,
-                     safe_attention=True, resolution=64, batch_size=1),
-    lambda: u2s.Edit(editor="flowedit", model="m", steps=20, n_max=10, n_avg=2, seed=1, text_encoder_3=False),
-    lambda: u2s.Edit(editor="instruct-pix2pix", model="m", prior="class", class_column="label", class_names=["a"]),
-    lambda: u2s.Instruct(model="m", class_column="label", class_names=["a"], demographics="uniform", seed=2),
-    lambda: config.JudgeConfig.named("judge", "http://host/v1"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: u2s.Inspect(face_threshold=1, text_threshold=0.01, face_max_side=64, max_pixels=None, threads=1),
+        lambda: u2s.Inspect(**SERVER, criteria=["people"], timeout=5.0, retries=0, concurrency=2, debug_column="raw"),
+        lambda: u2s.Inspect(backend="vlm", model="m", batch_size=2, dtype="float32", max_new_tokens=32),
+        lambda: u2s.Edit(cells=1, whole_image_cells=config.MAX_WHOLE_IMAGE_CELLS, margin=0, method="blur"),
+        lambda: u2s.Edit(cells=config.MAX_CELLS, margin=2),
+        lambda: u2s.Edit(
+            editor="instruct-pix2pix",
+            model="m",
+            steps=5,
+            seed=3,
+            image_guidance_scale=2.0,
+            safe_attention=True,
+            resolution=64,
+            batch_size=1,
+        ),
+        lambda: u2s.Edit(editor="flowedit", model="m", steps=20, n_max=10, n_avg=2, seed=1, text_encoder_3=False),
+        lambda: u2s.Edit(editor="instruct-pix2pix", model="m", prior="class", class_column="label", class_names=["a"]),
+        lambda: u2s.Instruct(model="m", class_column="label", class_names=["a"], demographics="uniform", seed=2),
+        lambda: config.JudgeConfig.named("judge", "http://host/v1"),
+    ],
+)
 def test_settings_that_apply_are_accepted(make):
     make()
 
@@ -175,14 +207,17 @@ def one_image(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("setting, name", [
-    ("text=maybe", "text"),
-    ("cells=1000", "cells"),
-    ("face_max_side=0", "face_max_side"),
-    ("face_threshold=0", "face_threshold"),
-    ("face_threshold=1.5", "face_threshold"),
-    ('criteria=["people"]', "criteria"),
-])
+@pytest.mark.parametrize(
+    "setting, name",
+    [
+        ("text=maybe", "text"),
+        ("cells=1000", "cells"),
+        ("face_max_side=0", "face_max_side"),
+        ("face_threshold=0", "face_threshold"),
+        ("face_threshold=1.5", "face_threshold"),
+        ('criteria=["people"]', "criteria"),
+    ],
+)
 def test_the_command_line_refuses_them_before_writing_anything(one_image, tmp_path, capsys, setting, name):
     out = tmp_path / "out"
     code = cli.main(["anonymize", str(one_image), "--out", str(out), "--set", setting])

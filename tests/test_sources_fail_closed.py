@@ -1,5 +1,6 @@
 """What a source may make u2s read, and what a release may carry: every image read once, path-only cells of
 Parquet and save_to_disk sources never read, skipped files named, no paths, credentials or injected markup."""
+
 import json
 import os
 import subprocess
@@ -58,8 +59,9 @@ def _path_only_saved(tmp_path, paths) -> Path:
     """A save_to_disk folder whose Image cells hold only paths (save_to_disk itself embeds bytes: crafted)."""
     struct = datasets.Features({"image": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}})
     saved = tmp_path / "crafted"
-    datasets.Dataset.from_dict({"image": [{"bytes": None, "path": str(p)} for p in paths]},
-                               features=struct).save_to_disk(str(saved))
+    datasets.Dataset.from_dict(
+        {"image": [{"bytes": None, "path": str(p)} for p in paths]}, features=struct
+    ).save_to_disk(str(saved))
     info = json.loads((saved / "dataset_info.json").read_text())
     info["features"]["image"] = {"_type": "Image"}
     (saved / "dataset_info.json").write_text(json.dumps(info))
@@ -83,8 +85,13 @@ def test_path_only_cells_of_parquet_and_saved_sources_are_never_read(craft, loca
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # A subprocess with a timeout: reading the FIFO would hang and /dev/zero would exhaust memory.
-    done = subprocess.run([sys.executable, "-m", "u2s_hf.cli", "anonymize", str(src), "--out", str(out)],
-                          env=env, cwd=REPO, capture_output=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "u2s_hf.cli", "anonymize", str(src), "--out", str(out)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     release = datasets.load_from_disk(str(out))
     release = release["train"] if isinstance(release, datasets.DatasetDict) else release
@@ -176,8 +183,11 @@ def test_credentials_in_a_server_url_are_never_written(photos, tmp_path, caplog)
     ds = corpus.image_dataset({"astronaut": photos["astronaut"], "coffee": photos["coffee"]})
     with ChatServer(lambda prompt, image: 500) as server:
         secret_url = server.base_url.replace("http://", "http://ann:tok-SECRET1@") + "?api_key=SECRET2"
-        chosen = u2s.Preset(name="custom", inspect=u2s.Inspect(backend="server", model="org/vlm",
-                                                               base_url=secret_url, retries=0), edit=u2s.Edit())
+        chosen = u2s.Preset(
+            name="custom",
+            inspect=u2s.Inspect(backend="server", model="org/vlm", base_url=secret_url, retries=0),
+            edit=u2s.Edit(),
+        )
         with caplog.at_level("INFO", logger="u2s_hf"):
             safe, timings = pipeline.run(ds, chosen)
         summary = report.build(safe, chosen, timings, source="custom")

@@ -1,4 +1,5 @@
 """Stage 1 with transformers models (tiny, random, built offline and loaded by path like a Hub id)."""
+
 import os
 
 import pytest
@@ -10,9 +11,11 @@ import u2s_hf as u2s
 from u2s_hf import report, runtime
 
 torch.set_num_threads(1)
-CAPTION = ("PRIVACY_FLAG: TRUE\nPRIVACY_REVIEW:\n- face: people\n"
-           "PRIVATE_CAPTION: An astronaut, Eileen Collins, in an orange suit.\n"
-           "PUBLIC_CAPTION: A person in an orange space suit in front of a flag.")
+CAPTION = (
+    "PRIVACY_FLAG: TRUE\nPRIVACY_REVIEW:\n- face: people\n"
+    "PRIVATE_CAPTION: An astronaut, Eileen Collins, in an orange suit.\n"
+    "PUBLIC_CAPTION: A person in an orange space suit in front of a flag."
+)
 EDIT = 'Edit: "make the person a tall man with short grey hair, broad shoulders and a plain blue suit"'
 
 
@@ -44,8 +47,11 @@ def test_flags_through_generate(models, rows):
 def test_captions_and_instructions_through_generate(models, rows):
     flagged = rows.add_column("privacy_flag", [True, False, True])
     captioned = flagged.map(u2s.Caption(model=models["caption"]), batched=True)
-    assert captioned["c_pub"] == ["A person in an orange space suit in front of a flag.", None,
-                                  "A person in an orange space suit in front of a flag."]
+    assert captioned["c_pub"] == [
+        "A person in an orange space suit in front of a flag.",
+        None,
+        "A person in an orange space suit in front of a flag.",
+    ]
     assert captioned[0]["privacy_review"] == ["face: people"] and "Eileen" in captioned[0]["c_priv"]
     out = captioned.map(u2s.Instruct(model=models["lm"], demographics="uniform"), batched=True)
     assert out["c_edit"][0] == "make the person a tall man with short grey hair, broad shoulders and a plain blue suit"
@@ -77,8 +83,10 @@ def test_num_proc_cache_hits_and_misses(models, rows):
     again = rows.map(stage, batched=True, batch_size=2, num_proc=2, with_rank=True)  # stage reused after loading
     assert [f["filename"] for f in again.cache_files] == files
     assert [os.stat(f).st_mtime_ns for f in files] == stamps
-    for changed in (u2s.Inspect(backend="vlm", model=models["flag_garbled"]),
-                    u2s.Inspect(backend="vlm", model=models["flag_false"], criteria=["health"])):
+    for changed in (
+        u2s.Inspect(backend="vlm", model=models["flag_garbled"]),
+        u2s.Inspect(backend="vlm", model=models["flag_false"], criteria=["health"]),
+    ):
         assert [f["filename"] for f in rows.map(changed, batched=True, batch_size=2).cache_files] != files
 
 
@@ -88,10 +96,14 @@ def test_the_paper_preset_chains_the_stage_1_models(models, rows):
     assert paper.caption.config.backend == "vlm" and paper.instruct.config.backend == "llm"
     assert u2s.caption.config.model == u2s.config.VLM and u2s.instruct.config.model == u2s.config.LLM
     assert paper.edit.config.editor == "flowedit"
-    chain = u2s.Preset(name="tiny", inspect=paper.inspect, caption=paper.caption,
-                       instruct=u2s.Instruct(model=models["lm"]), edit=u2s.Edit())
+    chain = u2s.Preset(
+        name="tiny",
+        inspect=paper.inspect,
+        caption=paper.caption,
+        instruct=u2s.Instruct(model=models["lm"]),
+        edit=u2s.Edit(),
+    )
     out = u2s.anonymize(rows, chain)
     assert out["privacy_flag"] == [True] * 3 and out["c_pub"][0].startswith("A person in an orange")
     assert out["u2s_status"] == ["redacted"] * 3  # redaction without boxes from a VLM: obscured whole
-    assert report.models_of(chain)["caption"] == {"model": models["caption"], "revision": "main",
-                                                      "package": "vlm"}
+    assert report.models_of(chain)["caption"] == {"model": models["caption"], "revision": "main", "package": "vlm"}

@@ -1,4 +1,5 @@
 """Stage 1 (flag, captions, instruction, merge) against an OpenAI-compatible server with scripted answers."""
+
 import os
 
 import numpy as np
@@ -96,8 +97,11 @@ def test_captions_only_for_flagged_rows_and_errors_fail_closed(server, rows):
 
 
 def test_instructions_use_the_public_caption_only_and_merge_class_aware(server, photos):
-    ds = corpus.image_dataset({"grace_hopper": photos["grace_hopper"]}).add_column(
-        "c_pub", ["A person in a dark uniform in front of a flag."]).add_column("label", [1])
+    ds = (
+        corpus.image_dataset({"grace_hopper": photos["grace_hopper"]})
+        .add_column("c_pub", ["A person in a dark uniform in front of a flag."])
+        .add_column("label", [1])
+    )
     stage = u2s.Instruct(**settings(server, class_column="label", class_names=["cat", "officer"]))
     out = ds.map(stage, batched=True)
     assert out[0]["c_edit"] == "make the person a tall man with curly red hair, a green sweater and freckles"
@@ -137,8 +141,13 @@ def test_num_proc_with_rank_and_cache_hits(server, rows):
 
 
 def test_a_whole_chain_fails_closed(server, rows):
-    chain = u2s.Preset(name="custom", inspect=u2s.Inspect(**settings(server)), caption=u2s.Caption(**settings(server)),
-                       instruct=u2s.Instruct(**settings(server)), edit=u2s.Edit())
+    chain = u2s.Preset(
+        name="custom",
+        inspect=u2s.Inspect(**settings(server)),
+        caption=u2s.Caption(**settings(server)),
+        instruct=u2s.Instruct(**settings(server)),
+        edit=u2s.Edit(),
+    )
     out = u2s.anonymize(rows, chain)
     assert out["u2s_status"] == ["redacted", "redacted", "redacted", "kept_safe", "redacted"]
     assert out[2]["c_llm"].startswith("A tall man") and out[2]["u2s_error"].endswith("whole image obscured")

@@ -68,8 +68,9 @@ def test_a_class_label_of_minus_one_means_no_label(backbone, class_photos):
     for data in (train, test):
         data["image"].append(class_photos["coffee"])
         data["label"].append(-1)
-    out = train_eval_classifier(with_class_label(train), with_class_label(test), backbone=backbone,
-                                **dict(FAST, epochs=1))
+    out = train_eval_classifier(
+        with_class_label(train), with_class_label(test), backbone=backbone, **dict(FAST, epochs=1)
+    )
     assert out["skipped_train"] == 1 and out["skipped_test"] == 1 and out["num_classes"] == 3
     assert out["per_image"][-1] is None and None not in out["per_image"][:-1]
 

@@ -1,4 +1,5 @@
 """u2s_hf: privacy-safe image datasets on Hugging Face `datasets` (the Unsafe2Safe method)."""
+
 __version__ = "0.1.0"
 
 from .config import STATUSES, CaptionConfig, EditConfig, InspectConfig, InstructConfig  # noqa: E402
@@ -12,6 +13,22 @@ edit = preset("lite").edit
 caption = preset("paper").caption
 instruct = preset("paper").instruct
 
-__all__ = ["Caption", "CaptionConfig", "Edit", "EditConfig", "Inspect", "InspectConfig", "Instruct",
-           "InstructConfig", "Preset", "STATUSES", "__version__", "anonymize", "caption", "edit", "inspect", "instruct",
-           "preset"]
+__all__ = [
+    "Caption",
+    "CaptionConfig",
+    "Edit",
+    "EditConfig",
+    "Inspect",
+    "InspectConfig",
+    "Instruct",
+    "InstructConfig",
+    "Preset",
+    "STATUSES",
+    "__version__",
+    "anonymize",
+    "caption",
+    "edit",
+    "inspect",
+    "instruct",
+    "preset",
+]

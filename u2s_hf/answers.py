@@ -3,6 +3,7 @@ strict where a wrong guess would leak, and an ambiguous answer is read on the fa
 only when the whole answer is one FALSE statement (anything else counts as flagged), a caption answer without a
 public caption, or with a caption section given twice with different text, is an error (never a caption made
 from the raw text), and a judge answer with two different scores is unreadable."""
+
 from __future__ import annotations
 
 import re
@@ -13,10 +14,16 @@ _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 # One flag statement and nothing else: "PRIVACY_FLAG: FALSE", "privacy flag = no", or a bare "FALSE" / "Yes".
 _FLAG = re.compile(r"(?:privacy[\s_-]*flag\s*[:=\-]?\s*)?(true|false|yes|no)", re.IGNORECASE)
 _SECTIONS = ("privacy_review", "private_caption", "public_caption")
-_HEADING = re.compile(r"^\s*(privacy[\s_-]*review|private[\s_-]*caption|public[\s_-]*caption|privacy[\s_-]*flag)"
-                      r"\s*[:\-]?\s*(.*)$", re.IGNORECASE)
-_LABEL = re.compile(r"^\s*(?:edit(?:ed)?(?:\s+instruction)?|instruction|changes?|caption|merged\s+caption|answer)"
-                    r"\s*:\s*", re.IGNORECASE)
+_HEADING = re.compile(
+    r"^\s*(privacy[\s_-]*review|private[\s_-]*caption|public[\s_-]*caption|privacy[\s_-]*flag)"
+    r"\s*[:\-]?\s*(.*)$",
+    re.IGNORECASE,
+)
+_LABEL = re.compile(
+    r"^\s*(?:edit(?:ed)?(?:\s+instruction)?|instruction|changes?|caption|merged\s+caption|answer)"
+    r"\s*:\s*",
+    re.IGNORECASE,
+)
 _SCORE = re.compile(r"anonymi[sz]ation[\s_-]*score\s*[:=]?\s*(\d{1,3})(?!\d)", re.IGNORECASE)
 
 
@@ -74,7 +81,7 @@ def parse_phrase(text: str, what: str = "answer") -> str:
     """One cleaned phrase from a free-text answer (an edit instruction, a merged caption)."""
     lines = [_MARKDOWN.sub("", line).strip() for line in (text or "").splitlines()]
     phrase = _LABEL.sub("", _first_paragraph(lines))
-    phrase = phrase.strip().strip('"“”\'').strip()
+    phrase = phrase.strip().strip("\"“”'").strip()
     if not phrase:
         raise AnswerError(f"empty {what}")
     return phrase
@@ -102,7 +109,7 @@ def _first_paragraph(lines: list[str]) -> str:
 
 
 def _review_item(line: str) -> str:
-    """"- ITEM: REASON" (or "1. ITEM - REASON") as "ITEM: REASON"."""
+    """ "- ITEM: REASON" (or "1. ITEM - REASON") as "ITEM: REASON"."""
     item = _BULLET.sub("", line).strip()
     parts = re.split(r"\s*(?::|\s[-–—]\s)\s*", item, maxsplit=1)
     return f"{parts[0]}: {parts[1]}" if len(parts) == 2 and parts[1] else item

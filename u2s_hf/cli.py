@@ -1,4 +1,5 @@
 """The `u2s` command."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,24 @@ def main(argv=None) -> int:
     run.add_argument("--num-proc", type=_positive, help="worker processes for datasets.map")
     run.add_argument("--batch-size", type=_positive, default=pipeline.MAP_BATCH_SIZE)
     run.add_argument("--limit", type=_positive, help="only the first K rows of each split")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_setting,
-                     help="change a preset setting, e.g. --set method=blur --set text=false (repeatable)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=_setting,
+        help="change a preset setting, e.g. --set method=blur --set text=false (repeatable)",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier u2s release")
     run.add_argument("--name", help="the dataset's name in report.json and the card (default: the source's base name)")
-    run.add_argument("--keep-column", action="append", default=[], metavar="C", dest="keep_columns",
-                     help=f"keep a column that is left out by default ({', '.join(pipeline.PATH_COLUMNS)}; "
-                          "repeatable)")
+    run.add_argument(
+        "--keep-column",
+        action="append",
+        default=[],
+        metavar="C",
+        dest="keep_columns",
+        help=f"keep a column that is left out by default ({', '.join(pipeline.PATH_COLUMNS)}; repeatable)",
+    )
     _add_evaluate(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -55,9 +67,15 @@ def _anonymize(args) -> int:
         if args.limit:
             ds = _limit(ds, args.limit)
         chosen = pipeline.preset(args.preset, image_column=image_column, **overrides)
-        safe, timings = pipeline.run(ds, chosen, image_column=image_column, num_proc=args.num_proc,
-                                     batch_size=args.batch_size, image_root=source.image_root or False,
-                                     keep_columns=args.keep_columns)
+        safe, timings = pipeline.run(
+            ds,
+            chosen,
+            image_column=image_column,
+            num_proc=args.num_proc,
+            batch_size=args.batch_size,
+            image_root=source.image_root or False,
+            keep_columns=args.keep_columns,
+        )
         summary = report.build(safe, chosen, timings, source=source.name, skipped_files=len(source.skipped))
         hub.write_release(safe, folder.tmp, summary)
         out = folder.commit()
@@ -69,11 +87,20 @@ def _add_evaluate(commands) -> None:
     run = commands.add_parser("evaluate", help="score anonymised datasets against their original (paper metrics)")
     run.add_argument("--original", required=True, help="the original dataset (folder, save_to_disk, parquet, Hub id)")
     run.add_argument("--anonymized", required=True, help="an anonymised version of it (e.g. a u2s release folder)")
-    run.add_argument("--compare", nargs="+", default=[], metavar="RUN",
-                     help="more anonymised versions to compare (adds a privacy-utility plot)")
+    run.add_argument(
+        "--compare",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="more anonymised versions to compare (adds a privacy-utility plot)",
+    )
     run.add_argument("--out", default="u2s-evaluation", help="folder for report.json, report.md, tradeoff.png")
-    run.add_argument("--metrics", default="quality,cheating,privacy", type=_groups,
-                     help=f"comma-separated groups from {','.join(evaluation.GROUPS)}")
+    run.add_argument(
+        "--metrics",
+        default="quality,cheating,privacy",
+        type=_groups,
+        help=f"comma-separated groups from {','.join(evaluation.GROUPS)}",
+    )
     run.add_argument("--split", help="only this split (default: every split both have)")
     run.add_argument("--image-column", help="image column of the original (default: its first Image column)")
     run.add_argument("--anonymized-column", help="image column of the anonymised runs (default: safe_image)")
@@ -99,12 +126,26 @@ def _evaluate(args) -> int:
     evaluation_report.check_out(args.out)  # before hours of scoring, not after
     judge = JudgeConfig.named(args.judge, args.judge_url) if args.judge else None
     config = evaluation.EvaluationConfig(
-        groups=args.metrics, split=args.split, image_column=args.image_column,
-        anonymized_column=args.anonymized_column, caption_column=args.caption_column, clip_model=args.clip_model,
-        use_lpips=args.use_lpips, lpips_backbone=args.lpips_backbone, face_model=args.face_model,
-        face_root=args.face_root, text_reader=args.text_reader, judge=judge, label_column=args.label_column,
-        train_split=args.train_split, test_split=args.test_split, backbone=args.backbone, mode=args.mode,
-        epochs=args.epochs, device=args.device)
+        groups=args.metrics,
+        split=args.split,
+        image_column=args.image_column,
+        anonymized_column=args.anonymized_column,
+        caption_column=args.caption_column,
+        clip_model=args.clip_model,
+        use_lpips=args.use_lpips,
+        lpips_backbone=args.lpips_backbone,
+        face_model=args.face_model,
+        face_root=args.face_root,
+        text_reader=args.text_reader,
+        judge=judge,
+        label_column=args.label_column,
+        train_split=args.train_split,
+        test_split=args.test_split,
+        backbone=args.backbone,
+        mode=args.mode,
+        epochs=args.epochs,
+        device=args.device,
+    )
     original = sources.open_source(args.original)  # every split: utility trains on one and tests on another
     results = {}
     for src in [args.anonymized, *args.compare]:

@@ -1,4 +1,5 @@
 """Stage configurations (small frozen dataclasses) and the named presets built from them."""
+
 from __future__ import annotations
 
 import functools
@@ -9,8 +10,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 STATUSES = ("kept_safe", "edited", "redacted", "dropped", "error")
 # The paper's demographic groups for `Instruct(demographics="uniform")`.
-GROUPS = ("White", "Black", "East Asian", "South Asian", "Southeast Asian", "Middle Eastern or North African",
-          "Indigenous or Pacific Islander", "Hispanic or Latino")
+GROUPS = (
+    "White",
+    "Black",
+    "East Asian",
+    "South Asian",
+    "Southeast Asian",
+    "Middle Eastern or North African",
+    "Indigenous or Pacific Islander",
+    "Hispanic or Latino",
+)
 
 
 def freeze_criteria(criteria):
@@ -39,17 +48,34 @@ def _positive(v):
 
 # Allowed values of numeric settings, by field name (None, where a field allows it, is always allowed).
 RANGES = {
-    "face_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"), "text_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    **dict.fromkeys(("face_max_side", "text_max_side", "image_max_side", "max_new_tokens", "merge_max_new_tokens",
-                     "resolution", "batch_size", "steps", "max_pixels", "timeout", "concurrency", "threads"),
-                    (_positive, "> 0")),
-    "retries": (lambda v: v >= 0, ">= 0"), "margin": (lambda v: v >= 0, ">= 0"),
+    "face_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "text_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    **dict.fromkeys(
+        (
+            "face_max_side",
+            "text_max_side",
+            "image_max_side",
+            "max_new_tokens",
+            "merge_max_new_tokens",
+            "resolution",
+            "batch_size",
+            "steps",
+            "max_pixels",
+            "timeout",
+            "concurrency",
+            "threads",
+        ),
+        (_positive, "> 0"),
+    ),
+    "retries": (lambda v: v >= 0, ">= 0"),
+    "margin": (lambda v: v >= 0, ">= 0"),
     "cells": (lambda v: 1 <= v <= MAX_CELLS, f"between 1 and {MAX_CELLS} (more cells keep faces recognisable)"),
-    "whole_image_cells": (lambda v: 1 <= v <= MAX_WHOLE_IMAGE_CELLS,
-                          f"between 1 and {MAX_WHOLE_IMAGE_CELLS} (more cells keep faces recognisable)"),
+    "whole_image_cells": (
+        lambda v: 1 <= v <= MAX_WHOLE_IMAGE_CELLS,
+        f"between 1 and {MAX_WHOLE_IMAGE_CELLS} (more cells keep faces recognisable)",
+    ),
 }
-_KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
-          type(None): "None"}
+_KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string", type(None): "None"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,8 +164,17 @@ class ModelSettings(Settings):
 
 
 SERVER_SETTINGS = ("base_url", "concurrency", "timeout", "retries")
-MODEL_SETTINGS = ("model", "revision", "dtype", "batch_size", "trust_remote_code", "image_max_side", "criteria",
-                  "max_new_tokens", "debug_column")
+MODEL_SETTINGS = (
+    "model",
+    "revision",
+    "dtype",
+    "batch_size",
+    "trust_remote_code",
+    "image_max_side",
+    "criteria",
+    "max_new_tokens",
+    "debug_column",
+)
 DETECTOR_SETTINGS = ("faces", "text", "face_threshold", "text_threshold", "face_max_side", "text_max_side")
 
 
@@ -239,10 +274,33 @@ class InstructConfig(ModelSettings):
 PRIORS = ("c_priv", "c_pub", "c_edit", "c_llm", "class")
 EDITORS = {"redact": (None, None), "instruct-pix2pix": (100, 0), "flowedit": (50, 42)}  # editor: (steps, seed)
 IP2P_SETTINGS = ("prior", "guidance_scale", "image_guidance_scale", "safe_attention")
-FLOWEDIT_SETTINGS = ("source_prior", "target_prior", "source_guidance", "target_guidance", "n_min", "n_max", "n_avg",
-                     "text_encoder_3")
-DIFFUSION_SETTINGS = ("model", "revision", "class_column", "class_names", "steps", "seed", "key_column", "dtype",
-                      "cpu_offload", "batch_size", "resolution") + IP2P_SETTINGS + FLOWEDIT_SETTINGS
+FLOWEDIT_SETTINGS = (
+    "source_prior",
+    "target_prior",
+    "source_guidance",
+    "target_guidance",
+    "n_min",
+    "n_max",
+    "n_avg",
+    "text_encoder_3",
+)
+DIFFUSION_SETTINGS = (
+    (
+        "model",
+        "revision",
+        "class_column",
+        "class_names",
+        "steps",
+        "seed",
+        "key_column",
+        "dtype",
+        "cpu_offload",
+        "batch_size",
+        "resolution",
+    )
+    + IP2P_SETTINGS
+    + FLOWEDIT_SETTINGS
+)
 
 
 @dataclass(frozen=True)
@@ -312,8 +370,12 @@ class EditConfig(Settings):
             raise ValueError("unlocated must be 'obscure' or 'drop'")
         defaults = {"steps": steps, "seed": seed}
         if self.editor == "redact":
-            self.refuse_changed(DIFFUSION_SETTINGS, "a diffusion setting (editor 'instruct-pix2pix'/'flowedit')",
-                                "editor 'redact'", defaults)
+            self.refuse_changed(
+                DIFFUSION_SETTINGS,
+                "a diffusion setting (editor 'instruct-pix2pix'/'flowedit')",
+                "editor 'redact'",
+                defaults,
+            )
             return
         if self.editor == "flowedit":
             self.refuse_changed(IP2P_SETTINGS, "an instruct-pix2pix setting", "editor 'flowedit'")
@@ -330,7 +392,6 @@ class EditConfig(Settings):
             raise ValueError("FlowEdit needs 0 <= n_min <= n_max <= steps and n_avg >= 1")
         if self.resolution < 8:
             raise ValueError("resolution must be >= 8")
-
 
 
 # The paper's judge (InternVL3.5-8B) in transformers' native format.
@@ -352,6 +413,7 @@ class JudgeConfig(ModelSettings):
         """The judge `model`, loaded in this process, or served at `base_url` (an OpenAI-compatible server)."""
         return cls(backend="server", model=model, base_url=base_url) if base_url else cls(model=model)
 
+
 # The paper's Stage-1 models. InternVL3-8B-hf is the InternVL family in transformers' native format (no
 # trust_remote_code); the paper used InternVL2.5-8B, which only exists as remote code. Revisions are not pinned:
 # pinning needs the full commit hash, which could not be read from here (see the README).
@@ -365,12 +427,18 @@ SD3 = "stabilityai/stable-diffusion-3-medium-diffusers"
 # name -> {stage attribute: config}; the order is the order the stages run in.
 PRESETS: dict[str, dict[str, object]] = {
     "lite": {"inspect": InspectConfig(), "edit": EditConfig()},
-    "paper": {"inspect": InspectConfig(backend="vlm", model=VLM), "caption": CaptionConfig(model=VLM),
-              "instruct": InstructConfig(model=LLM),
-              "edit": EditConfig(editor="flowedit", model=SD3, source_prior="c_priv", target_prior="c_llm")},
-    "paper-ip2p": {"inspect": InspectConfig(backend="vlm", model=VLM), "caption": CaptionConfig(model=VLM),
-                   "instruct": InstructConfig(model=LLM),
-                   "edit": EditConfig(editor="instruct-pix2pix", model=MAGICBRUSH, prior="c_edit")},
+    "paper": {
+        "inspect": InspectConfig(backend="vlm", model=VLM),
+        "caption": CaptionConfig(model=VLM),
+        "instruct": InstructConfig(model=LLM),
+        "edit": EditConfig(editor="flowedit", model=SD3, source_prior="c_priv", target_prior="c_llm"),
+    },
+    "paper-ip2p": {
+        "inspect": InspectConfig(backend="vlm", model=VLM),
+        "caption": CaptionConfig(model=VLM),
+        "instruct": InstructConfig(model=LLM),
+        "edit": EditConfig(editor="instruct-pix2pix", model=MAGICBRUSH, prior="c_edit"),
+    },
 }
 
 

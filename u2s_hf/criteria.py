@@ -1,4 +1,5 @@
 """Privacy criteria: nine categories summarised from VISPR's attributes, and narrowing them for ablations."""
+
 from __future__ import annotations
 
 CATEGORIES: dict[str, str] = {
@@ -30,8 +31,10 @@ def criteria_text(criteria=None) -> str:
         names = [criteria] if isinstance(criteria, str) else list(criteria)
         unknown = [n for n in names if n not in CATEGORIES]
         if unknown:
-            raise ValueError(f"unknown privacy criteria {unknown}; known: {', '.join(CATEGORIES)} "
-                             f"(or pass a dict {{name: description}} of your own)")
+            raise ValueError(
+                f"unknown privacy criteria {unknown}; known: {', '.join(CATEGORIES)} "
+                f"(or pass a dict {{name: description}} of your own)"
+            )
         chosen = {n: CATEGORIES[n] for n in names}
     if not chosen:
         raise ValueError("at least one privacy criterion is needed")

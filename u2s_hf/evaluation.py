@@ -5,6 +5,7 @@ quality: CLIP(anonymised image, public caption). cheating: SSIM and LPIPS, origi
 (+ face retention), TextSim, race entropy and VLMScore. utility: a classifier trained on the anonymised train split
 and tested on the original test split.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,18 +32,36 @@ def image_pair_features() -> datasets.Features:
     return datasets.Features({"predictions": datasets.Image(decode=False), "references": datasets.Image(decode=False)})
 
 
-def cheating(originals, anonymized, use_lpips: bool = True, lpips_net: str = "vgg", lpips_backbone: str = "auto",
-             device: str = "cpu") -> dict:
+def cheating(
+    originals,
+    anonymized,
+    use_lpips: bool = True,
+    lpips_net: str = "vgg",
+    lpips_backbone: str = "auto",
+    device: str = "cpu",
+) -> dict:
     """SSIM (lower = more changed) and LPIPS (higher = more changed); LPIPS is None when switched off."""
     ssim = scoring.ssim(originals, anonymized)
-    lpips = scoring.lpips(originals, anonymized, net=lpips_net, backbone=lpips_backbone, device=device) \
-        if use_lpips else {"lpips": None, "per_image": None}
-    return {"ssim": ssim["ssim"], "lpips": lpips["lpips"],
-            "per_image": {"ssim": ssim["per_image"], "lpips": lpips["per_image"]}}
+    lpips = (
+        scoring.lpips(originals, anonymized, net=lpips_net, backbone=lpips_backbone, device=device)
+        if use_lpips
+        else {"lpips": None, "per_image": None}
+    )
+    return {
+        "ssim": ssim["ssim"],
+        "lpips": lpips["lpips"],
+        "per_image": {"ssim": ssim["per_image"], "lpips": lpips["per_image"]},
+    }
 
 
-def privacy(originals, anonymized, face_model: str = "antelopev2", face_root: str | None = None,
-            text_reader: str = "ocr", judge: JudgeConfig | None = None) -> dict:
+def privacy(
+    originals,
+    anonymized,
+    face_model: str = "antelopev2",
+    face_root: str | None = None,
+    text_reader: str = "ocr",
+    judge: JudgeConfig | None = None,
+) -> dict:
     """FaceSim and face retention, TextSim, race entropy of the anonymised images, and VLMScore.
 
     Text is read by RapidOCR (`text_reader="ocr"`, offline) or by the judge (`"judge"`, the paper's way). Race
@@ -59,18 +78,30 @@ def privacy(originals, anonymized, face_model: str = "antelopev2", face_root: st
     before, after = scoring.read_text(originals, reader), scoring.read_text(anonymized, reader)
     unreadable = sum(1 for a, b in zip(before, after) if a is not None and b is None)
     text = scoring.text_similarity([a if b is not None else None for a, b in zip(before, after)], after)
-    result = {"face_similarity": faces["face_similarity"], "face_retention": faces["face_retention"],
-              "text_similarity": text["text_similarity"], "text_excluded": text["excluded"] - unreadable,
-              "text_unreadable": unreadable, "race_entropy": None, "race_counts": None, "vlm_score": None,
-              "vlm_unreadable": None, "skipped": {},
-              "per_image": {"face_similarity": faces["per_image"], "text_similarity": text["per_pair"]}}
+    result = {
+        "face_similarity": faces["face_similarity"],
+        "face_retention": faces["face_retention"],
+        "text_similarity": text["text_similarity"],
+        "text_excluded": text["excluded"] - unreadable,
+        "text_unreadable": unreadable,
+        "race_entropy": None,
+        "race_counts": None,
+        "vlm_score": None,
+        "vlm_unreadable": None,
+        "skipped": {},
+        "per_image": {"face_similarity": faces["per_image"], "text_similarity": text["per_pair"]},
+    }
     if judge is None:
         result["skipped"] = {"race_entropy": "needs a judge", "vlm_score": "needs a judge"}
         return result
     counts = scoring.race_labels_to_counts(scoring.list_groups(anonymized, judge))
     score = scoring.vlm_score(originals, anonymized, judge)
-    result.update(race_entropy=scoring.race_entropy(counts), race_counts=counts, vlm_score=score["vlm_score"],
-                  vlm_unreadable=score["unreadable"])
+    result.update(
+        race_entropy=scoring.race_entropy(counts),
+        race_counts=counts,
+        vlm_score=score["vlm_score"],
+        vlm_unreadable=score["unreadable"],
+    )
     if result["race_entropy"] is None:
         result["skipped"]["race_entropy"] = "the judge listed no person"
     result["per_image"]["vlm_score"] = score["per_image"]
@@ -119,17 +150,18 @@ def evaluate_datasets(original, anonymized, config: EvaluationConfig = Evaluatio
             if captions is None:
                 result["skipped"]["clip_score"] = f"no {config.caption_column!r} column in the anonymised dataset"
                 continue
-            result["clip_score"] = scoring.clip_score(outputs, captions, model=config.clip_model,
-                                                      device=config.device)["clip_score"]
+            result["clip_score"] = scoring.clip_score(outputs, captions, model=config.clip_model, device=config.device)[
+                "clip_score"
+            ]
         elif group == "cheating":
-            scores = cheating(originals, outputs, config.use_lpips, config.lpips_net, config.lpips_backbone,
-                              config.device)
+            scores = cheating(
+                originals, outputs, config.use_lpips, config.lpips_net, config.lpips_backbone, config.device
+            )
             result.update(ssim=scores["ssim"], lpips=scores["lpips"])
             if not config.use_lpips:
                 result["skipped"]["lpips"] = "switched off"
         elif group == "privacy":
-            scores = privacy(originals, outputs, config.face_model, config.face_root, config.text_reader,
-                             config.judge)
+            scores = privacy(originals, outputs, config.face_model, config.face_root, config.text_reader, config.judge)
             result["skipped"].update(scores.pop("skipped"))
             scores.pop("per_image")
             result.update(scores)
@@ -148,9 +180,16 @@ def _utility(original, anonymized, config: EvaluationConfig) -> dict:
         if image_column in train.column_names:
             train = train.remove_columns(image_column)
         train = train.rename_column(train_column, image_column)
-    scores = scoring.train_eval_classifier(train, test, backbone=config.backbone, mode=config.mode,
-                                           image_column=image_column, label_column=config.label_column,
-                                           epochs=config.epochs, device=config.device)
+    scores = scoring.train_eval_classifier(
+        train,
+        test,
+        backbone=config.backbone,
+        mode=config.mode,
+        image_column=image_column,
+        label_column=config.label_column,
+        epochs=config.epochs,
+        device=config.device,
+    )
     return {"accuracy": scores["accuracy"], "utility_skipped_rows": scores["skipped_train"] + scores["skipped_test"]}
 
 
@@ -163,8 +202,11 @@ def _pairs(original, anonymized, config: EvaluationConfig):
             raise ValueError(f"the datasets do not pair up: {len(a)} original rows, {len(b)} anonymised rows")
         originals += _images(a, sources.image_column_of(a, config.image_column))
         outputs += _images(b, _anonymized_column(b, config))
-        captions = None if captions is None or config.caption_column not in b.column_names \
+        captions = (
+            None
+            if captions is None or config.caption_column not in b.column_names
             else captions + list(b[config.caption_column])
+        )
     return originals, outputs, captions
 
 

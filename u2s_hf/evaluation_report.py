@@ -1,16 +1,28 @@
 """What `u2s evaluate` writes: report.json, a Markdown table in the paper's layout and a privacy-utility plot."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 # (result key, column title); the arrow says which way is better.
-COLUMNS = (("accuracy", "Acc ↑"), ("face_similarity", "FaceSim ↓"), ("face_retention", "Face kept ↓"),
-           ("text_similarity", "TextSim ↓"), ("race_entropy", "RaceEnt ↑"), ("vlm_score", "VLMScore ↑"),
-           ("clip_score", "CLIP ↑"), ("ssim", "SSIM ↓"), ("lpips", "LPIPS ↑"))
+COLUMNS = (
+    ("accuracy", "Acc ↑"),
+    ("face_similarity", "FaceSim ↓"),
+    ("face_retention", "Face kept ↓"),
+    ("text_similarity", "TextSim ↓"),
+    ("race_entropy", "RaceEnt ↑"),
+    ("vlm_score", "VLMScore ↑"),
+    ("clip_score", "CLIP ↑"),
+    ("ssim", "SSIM ↓"),
+    ("lpips", "LPIPS ↑"),
+)
 PRIVACY = (("face_similarity", "FaceSim", "o"), ("text_similarity", "TextSim", "s"))
-UTILITY = (("accuracy", "top-1 accuracy (original test split)"), ("clip_score", "CLIP score (quality)"),
-           ("ssim", "SSIM"))
+UTILITY = (
+    ("accuracy", "top-1 accuracy (original test split)"),
+    ("clip_score", "CLIP score (quality)"),
+    ("ssim", "SSIM"),
+)
 FILES = ("report.json", "report.md", "tradeoff.png")
 MARKER = ".u2s-evaluation"  # what `u2s evaluate` wrote may be written again; nothing else is replaced
 
@@ -27,8 +39,9 @@ def check_out(out_dir: str | Path) -> None:
         raise ReportError(f"--out {out} exists and is not a folder")
     taken = [name for name in FILES if (out / name).exists()]
     if taken and not (out / MARKER).is_file():
-        raise ReportError(f"{out} already holds {', '.join(taken)} that u2s evaluate did not write: "
-                          "choose another --out")
+        raise ReportError(
+            f"{out} already holds {', '.join(taken)} that u2s evaluate did not write: choose another --out"
+        )
 
 
 def write_report(results: dict[str, dict], out_dir: str | Path) -> list[Path]:
@@ -59,10 +72,12 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 def tradeoff_plot(results: dict[str, dict], path: Path) -> Path | None:
     """Privacy (FaceSim, TextSim; lower = safer) against utility, one point per run; None without the data."""
-    x_key, x_label = next(((k, label) for k, label in UTILITY
-                           if sum(r.get(k) is not None for r in results.values()) > 1), (None, None))
-    series = [(key, label, marker) for key, label, marker in PRIVACY
-              if any(r.get(key) is not None for r in results.values())]
+    x_key, x_label = next(
+        ((k, label) for k, label in UTILITY if sum(r.get(k) is not None for r in results.values()) > 1), (None, None)
+    )
+    series = [
+        (key, label, marker) for key, label, marker in PRIVACY if any(r.get(key) is not None for r in results.values())
+    ]
     if x_key is None or not series:
         return None
     import matplotlib
@@ -72,8 +87,11 @@ def tradeoff_plot(results: dict[str, dict], path: Path) -> Path | None:
 
     figure, axes = pyplot.subplots(figsize=(6, 4.5), dpi=120)
     for key, label, marker in series:
-        points = [(r[x_key], r[key], name) for name, r in results.items()
-                  if r.get(x_key) is not None and r.get(key) is not None]
+        points = [
+            (r[x_key], r[key], name)
+            for name, r in results.items()
+            if r.get(x_key) is not None and r.get(key) is not None
+        ]
         axes.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, label=label)
         for x, y, name in points:
             axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)

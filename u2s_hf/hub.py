@@ -1,4 +1,5 @@
 """The release folder (dataset + report + contact sheet + dataset card draft) and its card."""
+
 from __future__ import annotations
 
 import html
@@ -44,37 +45,62 @@ def dataset_card(summary: dict) -> str:
     source = summary.get("source") or "dataset"
     name = card_text(source)
     data = DatasetCardData(tags=["anonymized", "privacy", "u2s_hf"], pretty_name=_one_line(source))
-    lines = [f"# {name} (anonymised)", "",
-             f"An anonymised release of {name} made with u2s_hf (preset {card_text(summary['preset'])}).",
-             "This card is a draft: review it, and the contact sheet, before publishing.", "",
-             "## Columns", ""]
+    lines = [
+        f"# {name} (anonymised)",
+        "",
+        f"An anonymised release of {name} made with u2s_hf (preset {card_text(summary['preset'])}).",
+        "This card is a draft: review it, and the contact sheet, before publishing.",
+        "",
+        "## Columns",
+        "",
+    ]
     lines += [f"- `{column}`: {text}" for column, text in COLUMNS.items()]
     statuses = _statuses(summary)
-    lines += ["", "## What was done", "", "| split | rows | flagged | " + " | ".join(statuses) + " |",
-              "|---" * (3 + len(statuses)) + "|"]
+    lines += [
+        "",
+        "## What was done",
+        "",
+        "| split | rows | flagged | " + " | ".join(statuses) + " |",
+        "|---" * (3 + len(statuses)) + "|",
+    ]
     for split, c in summary["counts"].items():
-        lines.append(f"| {card_text(split)} | {c['rows']} | {c['flagged']} | "
-                     + " | ".join(str(c["status"].get(s, 0)) for s in statuses) + " |")
+        lines.append(
+            f"| {card_text(split)} | {c['rows']} | {c['flagged']} | "
+            + " | ".join(str(c["status"].get(s, 0)) for s in statuses)
+            + " |"
+        )
     failed = sum(c.get("model_failed", 0) for c in summary["counts"].values())
     if failed:
-        lines += ["", f"For {failed} rows a model request failed; they were treated as flagged and redacted or "
-                      "obscured without the model's answer (see `u2s_error`)."]
+        lines += [
+            "",
+            f"For {failed} rows a model request failed; they were treated as flagged and redacted or "
+            "obscured without the model's answer (see `u2s_error`).",
+        ]
     skipped = summary.get("skipped_files")
     if skipped:
         lines += ["", f"{skipped} files of the source could not be loaded as images and are not part of this release."]
     lines += ["", "Models:", ""]
-    lines += [f"- {card_text(kind)}: {card_text(m['model'])} ({card_text(m['package'])})"
-              for kind, m in summary.get("models", {}).items()]
-    lines += ["", "## Personal and Sensitive Information", "",
-              "The original images are not part of this release, and every image was re-encoded without metadata "
-              "(EXIF, GPS, XMP, ICC and text chunks). Columns that held file names or paths were left out.",
-              "Rows flagged as risky were redacted where detectors located faces or readable text; flagged rows "
-              "with nothing located were obscured whole; rows that could not be decoded carry no image."]
+    lines += [
+        f"- {card_text(kind)}: {card_text(m['model'])} ({card_text(m['package'])})"
+        for kind, m in summary.get("models", {}).items()
+    ]
+    lines += [
+        "",
+        "## Personal and Sensitive Information",
+        "",
+        "The original images are not part of this release, and every image was re-encoded without metadata "
+        "(EXIF, GPS, XMP, ICC and text chunks). Columns that held file names or paths were left out.",
+        "Rows flagged as risky were redacted where detectors located faces or readable text; flagged rows "
+        "with nothing located were obscured whole; rows that could not be decoded carry no image.",
+    ]
     if summary["preset"] == "lite":
-        lines += ["", "The `lite` preset detects faces and readable text only. It does not look for licence plates "
-                      "without readable characters, tattoos, bodies, homes, screens showing images, or other "
-                      "identity cues, and detectors miss some faces (very small, occluded or strongly turned). "
-                      "Treat this release as reduced-risk, not risk-free."]
+        lines += [
+            "",
+            "The `lite` preset detects faces and readable text only. It does not look for licence plates "
+            "without readable characters, tattoos, bodies, homes, screens showing images, or other "
+            "identity cues, and detectors miss some faces (very small, occluded or strongly turned). "
+            "Treat this release as reduced-risk, not risk-free.",
+        ]
     return str(DatasetCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(lines) + "\n"))
 
 

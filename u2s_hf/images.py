@@ -11,6 +11,7 @@ Limits, so that one hostile value fails alone instead of ending a run:
   guard models the peak bytes of a decode (`_limit`) and refuses what needs more than an 8-bit RGB image of
   `max_pixels` pixels would; conversion works in row chunks, so no mode needs full-size temporaries.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,8 +29,15 @@ MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 # The largest image file `read_file` reads (a 512 MiB photo is already extreme; the bytes are held while decoding).
 MAX_FILE_BYTES = 512 * 1024 * 1024
 # Leading bytes of common formats: a file that starts like an image but will not open is corrupt, not "not an image".
-_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"RIFF", "WebP"),
-               (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF8", "GIF"),
+    (b"RIFF", "WebP"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
 # Pixels converted at a time (rows, or part of a row): conversion temporaries stay ~2 MB whatever the image size.
 _CHUNK_PIXELS = 1 << 16
 # Bytes a pixel takes in Pillow's own buffer; every mode not listed takes 4 (RGB is stored as RGBX).
@@ -37,15 +45,24 @@ _PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;1
 # Whole-image buffers a format's decoder keeps besides Pillow's, in bytes per pixel, measured on 9 Mpx files
 # (tests/test_image_memory.py measures some). Decoders that stream rows into Pillow's buffer keep none; a format
 # not measured is assumed to keep one 4-byte frame. JPEG and JPEG 2000 depend on the file: see _decoder_bytes.
-_DECODER_BYTES = {**dict.fromkeys(("PNG", "GIF", "TIFF", "BMP", "DIB", "PPM", "TGA", "PCX", "QOI", "SGI", "DDS", "IM",
-                                   "SPIDER", "MSP", "XBM"), 0),
-                  "WEBP": 13, "AVIF": 13}  # the decoder's canvas, its previous frame, the frame's copy to Pillow
+_DECODER_BYTES = {
+    **dict.fromkeys(
+        ("PNG", "GIF", "TIFF", "BMP", "DIB", "PPM", "TGA", "PCX", "QOI", "SGI", "DDS", "IM", "SPIDER", "MSP", "XBM"), 0
+    ),
+    "WEBP": 13,
+    "AVIF": 13,
+}  # the decoder's canvas, its previous frame, the frame's copy to Pillow
 _DEEP_GREY = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")  # rescaled to 8 bits, not clipped
 _ALPHA = ("RGBA", "LA", "PA", "La", "RGBa", "P")  # composited on white ("P": the palette may carry transparency)
 _UPRIGHT = {  # EXIF orientation -> numpy view that undoes it (the same transposes as ImageOps.exif_transpose)
-    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
-    8: lambda a: np.rot90(a)}
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a),
+}
 # Formats never opened: decoding EPS runs Ghostscript, an interpreter, on a PostScript program from the dataset.
 _REFUSED_FORMATS = ("EPS",)
 # Pillow's bomb check reads the global Image.MAX_IMAGE_PIXELS; decode lifts it, under this lock, while Image.open
@@ -138,6 +155,7 @@ def resize_to_max_side(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, floa
 
 # -- reading -----------------------------------------------------------------------------------------------------
 
+
 def _read_bytes(value) -> bytes:
     if isinstance(value, dict):
         if value.get("bytes") is not None:
@@ -161,8 +179,13 @@ def _read_bytes(value) -> bytes:
 
 def _refuse_unless_regular(info: os.stat_result, max_bytes: int) -> int:
     if not stat.S_ISREG(info.st_mode):
-        kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                 (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"))
+        kinds = (
+            (stat.S_ISFIFO, "a FIFO"),
+            (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"),
+            (stat.S_ISDIR, "a directory"),
+            (stat.S_ISSOCK, "a socket"),
+        )
         kind = next((name for test, name in kinds if test(info.st_mode)), "not a file")
         raise ImageError(f"not a regular file ({kind})")
     if info.st_size > max_bytes:
@@ -217,6 +240,7 @@ def _pillow_limit() -> int | None:
 
 # -- limits --------------------------------------------------------------------------------------------------------
 
+
 def _limit(image: Image.Image, max_pixels: int, data: bytes | None) -> None:
     """Refuse `image` before its pixels are read when it has more than `max_pixels` pixels or its decode would peak
     above the bytes of an 8-bit RGB image of `max_pixels`; a JPEG file that decode opened is instead set to decode at
@@ -239,8 +263,10 @@ def _limit(image: Image.Image, max_pixels: int, data: bytes | None) -> None:
         raise ImageError(f"image too large ({w}x{h} is over {max_pixels} pixels)")
     need = _peak_bytes(image.size, image.mode, extra)
     if need > budget:
-        raise ImageError(f"image too large to decode within the memory guard ({w}x{h} {image.format or ''} "
-                         f"{image.mode} needs ~{_kib(need)}, over the {_kib(budget)} of {max_pixels} RGB pixels)")
+        raise ImageError(
+            f"image too large to decode within the memory guard ({w}x{h} {image.format or ''} "
+            f"{image.mode} needs ~{_kib(need)}, over the {_kib(budget)} of {max_pixels} RGB pixels)"
+        )
 
 
 def _peak_bytes(size: tuple[int, int], mode: str, decoder: int) -> int:
@@ -278,11 +304,12 @@ def _first_scan_has_every_component(data: bytes | None, components: int) -> bool
         elif marker == 0xDA:
             return data[pos + 4] >= components
         else:
-            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
     return False  # a header this walk cannot follow counts as the costly kind
 
 
 # -- conversion ----------------------------------------------------------------------------------------------------
+
 
 def _image_to_rgb(image: Image.Image, max_pixels: int, data: bytes | None = None) -> np.ndarray:
     """`data`: the bytes `image` was opened from by decode (it may then be reduced, and is closed afterwards)."""

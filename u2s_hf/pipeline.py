@@ -1,4 +1,5 @@
 """Presets as ready stage instances, and `anonymize`: the whole chain, cached, resumable, fail closed."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,19 @@ STAGE_CLASSES = {"inspect": Inspect, "caption": Caption, "instruct": Instruct, "
 MAP_BATCH_SIZE = 16
 WRITER_BATCH_SIZE = 64  # image outputs: keep Arrow writer buffers small
 # User columns that usually hold file names or paths: left out of the release view unless kept on purpose.
-PATH_COLUMNS = ("file_name", "filename", "file", "path", "filepath", "file_path", "image_path", "img_path",
-                "image_file", "url", "image_url")
+PATH_COLUMNS = (
+    "file_name",
+    "filename",
+    "file",
+    "path",
+    "filepath",
+    "file_path",
+    "image_path",
+    "img_path",
+    "image_file",
+    "url",
+    "image_url",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +75,17 @@ def _build_preset(preset: str | Preset, overrides: dict) -> Preset:
     return Preset(name=name, **stages)
 
 
-def anonymize(ds, preset: str | Preset = "lite", image_column: str = "image", keep_original: bool = False,
-              num_proc: int | None = None, batch_size: int = MAP_BATCH_SIZE, image_root: str | bool | None = None,
-              keep_columns=(), **overrides):
+def anonymize(
+    ds,
+    preset: str | Preset = "lite",
+    image_column: str = "image",
+    keep_original: bool = False,
+    num_proc: int | None = None,
+    batch_size: int = MAP_BATCH_SIZE,
+    image_root: str | bool | None = None,
+    keep_columns=(),
+    **overrides,
+):
     """Run the preset's stages over `ds` (a Dataset or DatasetDict) and return the release view.
 
     Every row is kept; `safe_image`, the privacy columns and the user's other columns are returned. Left out: the
@@ -76,20 +96,29 @@ def anonymize(ds, preset: str | Preset = "lite", image_column: str = "image", ke
     and nowhere else; `image_root=None` means the folder of a dataset that `imagefolder` built (no path is read from
     any other dataset), `image_root=False` that no path is ever read. An unreadable cell is an error row.
     """
-    return run(ds, preset, image_column, keep_original, num_proc, batch_size, image_root, keep_columns,
-               **overrides)[0]
+    return run(ds, preset, image_column, keep_original, num_proc, batch_size, image_root, keep_columns, **overrides)[0]
 
 
-def run(ds, preset, image_column="image", keep_original=False, num_proc=None, batch_size=MAP_BATCH_SIZE,
-        image_root=None, keep_columns=(), **overrides):
+def run(
+    ds,
+    preset,
+    image_column="image",
+    keep_original=False,
+    num_proc=None,
+    batch_size=MAP_BATCH_SIZE,
+    image_root=None,
+    keep_columns=(),
+    **overrides,
+):
     """`anonymize`, also returning seconds spent per stage (for reports)."""
     chosen = _build_preset(preset, {"image_column": image_column, **overrides})
     if isinstance(ds, datasets.DatasetDict):
         timings = {}
         splits = {}
         for split, part in ds.items():
-            splits[split], timings[split] = run(part, chosen, image_column, keep_original, num_proc, batch_size,
-                                                image_root, keep_columns)
+            splits[split], timings[split] = run(
+                part, chosen, image_column, keep_original, num_proc, batch_size, image_root, keep_columns
+            )
         return datasets.DatasetDict(splits), timings
     if not isinstance(ds, datasets.Dataset):
         raise TypeError(f"anonymize needs a datasets.Dataset or DatasetDict, not {type(ds).__name__}")
@@ -99,8 +128,13 @@ def run(ds, preset, image_column="image", keep_original=False, num_proc=None, ba
     if not isinstance(feature, datasets.Image):
         raise ValueError(f"column {image_column!r} is {feature}, not an Image column")
     runtime.children_exit_with_parent()
-    logger.info("u2s preset %s on %d rows: %s (device %s)", chosen.name, len(ds),
-                ", ".join(map(repr, chosen.stages)), runtime.device_for(0))
+    logger.info(
+        "u2s preset %s on %d rows: %s (device %s)",
+        chosen.name,
+        len(ds),
+        ", ".join(map(repr, chosen.stages)),
+        runtime.device_for(0),
+    )
     missing = sorted(set(keep_columns) - set(ds.column_names))
     if missing:
         raise ValueError(f"keep_columns: no column {', '.join(missing)}; columns: {', '.join(ds.column_names)}")
@@ -111,16 +145,31 @@ def run(ds, preset, image_column="image", keep_original=False, num_proc=None, ba
         start = time.perf_counter()
         reader = ReadImages(image_column=image_column, image_root=_image_root(ds, image_column, image_root))
         # Never from the cache: the files may have changed since, whatever their names and times say.
-        ds = ds.map(reader, batched=True, batch_size=batch_size, num_proc=num_proc, load_from_cache_file=False,
-                    writer_batch_size=WRITER_BATCH_SIZE, desc="u2s read",
-                    new_fingerprint=runtime.fingerprint(ds._fingerprint, reader.name, reader.config))
+        ds = ds.map(
+            reader,
+            batched=True,
+            batch_size=batch_size,
+            num_proc=num_proc,
+            load_from_cache_file=False,
+            writer_batch_size=WRITER_BATCH_SIZE,
+            desc="u2s read",
+            new_fingerprint=runtime.fingerprint(ds._fingerprint, reader.name, reader.config),
+        )
         timings[reader.name] = round(time.perf_counter() - start, 3)
     fingerprint = runtime.fingerprint(ds._fingerprint, runtime.content_digest(ds, image_column))
     for stage in chosen.stages:
         start = time.perf_counter()
         fingerprint = runtime.fingerprint(fingerprint, stage.name, stage.config, batch_size)
-        ds = ds.map(stage, batched=True, batch_size=batch_size, with_rank=True, num_proc=num_proc,
-                    writer_batch_size=WRITER_BATCH_SIZE, desc=f"u2s {stage.name}", new_fingerprint=fingerprint)
+        ds = ds.map(
+            stage,
+            batched=True,
+            batch_size=batch_size,
+            with_rank=True,
+            num_proc=num_proc,
+            writer_batch_size=WRITER_BATCH_SIZE,
+            desc=f"u2s {stage.name}",
+            new_fingerprint=fingerprint,
+        )
         timings[stage.name] = round(time.perf_counter() - start, 3)
     dropped = [name for name in PATH_COLUMNS if name in ds.column_names and name not in keep_columns]
     if not keep_original:

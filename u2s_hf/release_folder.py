@@ -4,6 +4,7 @@ A command may replace only what u2s wrote itself. A finished release folder hold
 `--overwrite` can tell an earlier release from anything else; a killed run leaves only a hidden `.NAME.tmp-*`
 folder (marked PARTIAL) that the next run into the same place removes, never a target that looks complete.
 """
+
 from __future__ import annotations
 
 import errno
@@ -54,8 +55,10 @@ class ReleaseFolder:
             if not self.overwrite:
                 raise ReleaseError(f"{out} exists and is not empty (use --overwrite to replace an earlier u2s release)")
             if not is_release(out):
-                raise ReleaseError(f"{out} is not a u2s release (it has no {MARKER} marker): refusing to replace it; "
-                                   "move it away yourself or choose another --out")
+                raise ReleaseError(
+                    f"{out} is not a u2s release (it has no {MARKER} marker): refusing to replace it; "
+                    "move it away yourself or choose another --out"
+                )
         parent = _existing_ancestor(out.parent)
         if not os.access(parent, os.W_OK | os.X_OK):
             raise ReleaseError(f"cannot write in {parent} (permission denied)")

@@ -1,4 +1,5 @@
 """What a run did: counts per status, timings, models and versions, and a contact sheet for review."""
+
 from __future__ import annotations
 
 import collections
@@ -30,11 +31,19 @@ def build(ds, preset, timings: dict, source: str | None = None, skipped_files: i
     for split, part in splits.items():
         statuses = collections.Counter(part["u2s_status"])
         flagged = sum(bool(f) for f in part[preset.inspect.config.output_column]) if preset.inspect else None
-        labels = collections.Counter(d["label"] for row in part["detections"] for d in row) \
-            if "detections" in part.column_names else {}
+        labels = (
+            collections.Counter(d["label"] for row in part["detections"] for d in row)
+            if "detections" in part.column_names
+            else {}
+        )
         failed = sum(FAILED in (error or "") for error in part["u2s_error"])
-        counts[split] = {"rows": len(part), "flagged": flagged, "status": dict(sorted(statuses.items())),
-                         "model_failed": failed, "detections": dict(sorted(labels.items()))}
+        counts[split] = {
+            "rows": len(part),
+            "flagged": flagged,
+            "status": dict(sorted(statuses.items())),
+            "model_failed": failed,
+            "detections": dict(sorted(labels.items())),
+        }
     seconds = sum(t for t in _flatten(timings))
     rows = sum(c["rows"] for c in counts.values())
     return {
@@ -46,8 +55,11 @@ def build(ds, preset, timings: dict, source: str | None = None, skipped_files: i
         "counts": counts,
         "timings_s": timings,
         "rows_per_s": round(rows / seconds, 3) if seconds else None,
-        "versions": {**{p: runtime.package_version(p) for p in PACKAGES}, "code": runtime.code_version(),
-                     "python": platform.python_version()},
+        "versions": {
+            **{p: runtime.package_version(p) for p in PACKAGES},
+            "code": runtime.code_version(),
+            "python": platform.python_version(),
+        },
     }
 
 
@@ -59,8 +71,11 @@ def models_of(preset) -> dict:
         if backend == "detectors":
             models.update(detectors.describe())
         elif backend is not None:
-            models[stage.name] = {"model": stage.config.model, "revision": stage.config.revision or "main",
-                                  "package": backend}
+            models[stage.name] = {
+                "model": stage.config.model,
+                "revision": stage.config.revision or "main",
+                "package": backend,
+            }
     return models
 
 

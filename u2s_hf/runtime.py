@@ -1,4 +1,5 @@
 """Per-process state: the model cache, thread settings, devices and cache fingerprints."""
+
 from __future__ import annotations
 
 import functools
@@ -157,7 +158,7 @@ def in_chunks(rows: list, size: int, run: Callable[[list], list]) -> dict:
     still fails maps to its exception, so one bad row fails alone."""
     results = {}
     for start in range(0, len(rows), size):
-        chunk = rows[start:start + size]
+        chunk = rows[start : start + size]
         try:
             results.update(zip(chunk, run(chunk)))
         except Exception:

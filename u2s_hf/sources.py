@@ -1,4 +1,5 @@
 """Open what a user points the CLI at: a folder of images, a save_to_disk folder, Parquet, or a Hub dataset id."""
+
 from __future__ import annotations
 
 import os
@@ -36,12 +37,17 @@ def load(src: str, split: str | None = None, name: str | None = None) -> Source:
     everything = _open(src, path)
     local = path.exists()
     first = everything if isinstance(everything, datasets.Dataset) else next(iter(everything.values()), None)
-    folder = (local and path.is_dir() and not _saved(path) and first is not None
-              and first.info.builder_name == "imagefolder")
+    folder = (
+        local and path.is_dir() and not _saved(path) and first is not None and first.info.builder_name == "imagefolder"
+    )
     skipped = skipped_files(path, everything) if folder else ()
-    return Source(data=_pick_split(everything, split, src), name=name or (path.resolve().name if local else src),
-                  path=path.resolve() if local else None, image_root=path.resolve() if folder else None,
-                  skipped=skipped)
+    return Source(
+        data=_pick_split(everything, split, src),
+        name=name or (path.resolve().name if local else src),
+        path=path.resolve() if local else None,
+        image_root=path.resolve() if folder else None,
+        skipped=skipped,
+    )
 
 
 def skipped_files(folder: Path, loaded) -> tuple[str, ...]:
@@ -54,8 +60,13 @@ def skipped_files(folder: Path, loaded) -> tuple[str, ...]:
                 cells = part.data.column(name).combine_chunks()
                 used.update(os.path.realpath(p) for p in cells.field("path").to_pylist() if p)
     root = folder.resolve()
-    return tuple(sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                        if p.is_file() and p.name not in METADATA_FILES and os.path.realpath(p) not in used))
+    return tuple(
+        sorted(
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.is_file() and p.name not in METADATA_FILES and os.path.realpath(p) not in used
+        )
+    )
 
 
 def open_source(src: str, split: str | None = None):

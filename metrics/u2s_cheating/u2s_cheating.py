@@ -1,4 +1,5 @@
 """u2s_cheating: how much did the anonymiser change the image? (SSIM lower and LPIPS higher = more changed)"""
+
 import evaluate
 
 from u2s_hf import evaluation
@@ -21,16 +22,29 @@ Returns:
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class U2sCheating(evaluate.Metric):
-    def __init__(self, use_lpips: bool = True, lpips_net: str = "vgg", lpips_backbone: str = "auto",
-                 device: str = "cpu", **kwargs):
+    def __init__(
+        self,
+        use_lpips: bool = True,
+        lpips_net: str = "vgg",
+        lpips_backbone: str = "auto",
+        device: str = "cpu",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.settings = {"use_lpips": use_lpips, "lpips_net": lpips_net, "lpips_backbone": lpips_backbone,
-                         "device": device}
+        self.settings = {
+            "use_lpips": use_lpips,
+            "lpips_net": lpips_net,
+            "lpips_backbone": lpips_backbone,
+            "device": device,
+        }
 
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=evaluation.CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=evaluation.image_pair_features())
+            description=_DESCRIPTION,
+            citation=evaluation.CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=evaluation.image_pair_features(),
+        )
 
     def _compute(self, predictions, references):
         return evaluation.cheating(references, predictions, **self.settings)

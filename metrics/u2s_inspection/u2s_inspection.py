@@ -1,4 +1,5 @@
 """u2s_inspection: Stage 1's privacy flag against VISPR-style attribute labels (precision, recall, F1)."""
+
 import datasets
 import evaluate
 
@@ -29,9 +30,13 @@ class U2sInspection(evaluate.Metric):
 
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=evaluation.CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("bool"),
-                                        "references": datasets.Sequence(datasets.Value("string"))}))
+            description=_DESCRIPTION,
+            citation=evaluation.CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("bool"), "references": datasets.Sequence(datasets.Value("string"))}
+            ),
+        )
 
     def _compute(self, predictions, references):
         return scoring.inspection_scores(predictions, references, groups=self.groups)

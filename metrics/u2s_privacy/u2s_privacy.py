@@ -1,5 +1,6 @@
 """u2s_privacy: what is left to link an anonymised image to its original (FaceSim, TextSim, race entropy,
 VLMScore)."""
+
 import evaluate
 
 from u2s_hf import evaluation
@@ -28,16 +29,30 @@ Returns:
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class U2sPrivacy(evaluate.Metric):
-    def __init__(self, face_model: str = "antelopev2", face_root: str = None, text_reader: str = "ocr",
-                 judge: str = None, judge_url: str = None, **kwargs):
+    def __init__(
+        self,
+        face_model: str = "antelopev2",
+        face_root: str = None,
+        text_reader: str = "ocr",
+        judge: str = None,
+        judge_url: str = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.settings = {"face_model": face_model, "face_root": face_root, "text_reader": text_reader,
-                         "judge": JudgeConfig.named(judge, judge_url) if judge else None}
+        self.settings = {
+            "face_model": face_model,
+            "face_root": face_root,
+            "text_reader": text_reader,
+            "judge": JudgeConfig.named(judge, judge_url) if judge else None,
+        }
 
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=evaluation.CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=evaluation.image_pair_features())
+            description=_DESCRIPTION,
+            citation=evaluation.CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=evaluation.image_pair_features(),
+        )
 
     def _compute(self, predictions, references):
         return evaluation.privacy(references, predictions, **self.settings)

@@ -1,4 +1,5 @@
 """u2s_quality: does the anonymised image still show what its public caption says? (CLIP score, higher is better)"""
+
 import datasets
 import evaluate
 
@@ -29,9 +30,13 @@ class U2sQuality(evaluate.Metric):
 
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=evaluation.CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Image(decode=False),
-                                        "references": datasets.Value("string")}))
+            description=_DESCRIPTION,
+            citation=evaluation.CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Image(decode=False), "references": datasets.Value("string")}
+            ),
+        )
 
     def _compute(self, predictions, references):
         return scoring.clip_score(predictions, references, model=self.clip_model, device=self.device)

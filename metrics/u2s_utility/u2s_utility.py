@@ -1,4 +1,5 @@
 """u2s_utility: is an anonymised train split still useful? Train on it, test on the ORIGINAL test split."""
+
 import datasets
 import evaluate
 
@@ -26,28 +27,53 @@ Returns:
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class U2sUtility(evaluate.Metric):
-    def __init__(self, backbone: str = scoring.PAPER_BACKBONE, mode: str = "linear", epochs: int = 100,
-                 batch_size: int = 64, grad_accum: int = 4, lr: float = 5e-4, randaugment: bool = True,
-                 seed: int = 0, device: str = None, **kwargs):
+    def __init__(
+        self,
+        backbone: str = scoring.PAPER_BACKBONE,
+        mode: str = "linear",
+        epochs: int = 100,
+        batch_size: int = 64,
+        grad_accum: int = 4,
+        lr: float = 5e-4,
+        randaugment: bool = True,
+        seed: int = 0,
+        device: str = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.settings = {"backbone": backbone, "mode": mode, "epochs": epochs, "batch_size": batch_size,
-                         "grad_accum": grad_accum, "lr": lr, "randaugment": randaugment, "seed": seed,
-                         "device": device}
+        self.settings = {
+            "backbone": backbone,
+            "mode": mode,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "grad_accum": grad_accum,
+            "lr": lr,
+            "randaugment": randaugment,
+            "seed": seed,
+            "device": device,
+        }
 
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=evaluation.CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=[datasets.Features({"predictions": datasets.Image(decode=False),
-                                         "references": datasets.Value(label)}) for label in ("int64", "string")])
+            description=_DESCRIPTION,
+            citation=evaluation.CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=[
+                datasets.Features({"predictions": datasets.Image(decode=False), "references": datasets.Value(label)})
+                for label in ("int64", "string")
+            ],
+        )
 
     def _compute(self, predictions, references, test_images, test_labels):
-        return scoring.train_eval_classifier(_labelled(predictions, references), _labelled(test_images, test_labels),
-                                             **self.settings)
+        return scoring.train_eval_classifier(
+            _labelled(predictions, references), _labelled(test_images, test_labels), **self.settings
+        )
 
 
 def _labelled(images, labels):
     """A dataset with an undecoded image column and a label column (strings if any label is one)."""
     label = datasets.Value("string" if any(isinstance(value, str) for value in labels) else "int64")
-    return datasets.Dataset.from_dict({"image": list(images), "label": list(labels)},
-                                      features=datasets.Features({"image": datasets.Image(decode=False),
-                                                                  "label": label}))
+    return datasets.Dataset.from_dict(
+        {"image": list(images), "label": list(labels)},
+        features=datasets.Features({"image": datasets.Image(decode=False), "label": label}),
+    )

@@ -1,4 +1,5 @@
 """What a Stage-1 stage asks a language model: a prompt, maybe an image, and a token budget."""
+
 from __future__ import annotations
 
 import functools
@@ -31,9 +32,17 @@ def load_chat(settings, rank=None) -> Callable[[list[ChatRequest]], list]:
         key = tuple(getattr(settings, name) for name in names)
         # The key is logged: the URL shows without credentials, and their hash tells two logins apart.
         url = (public_url(settings.base_url), xxhash.xxh64_hexdigest(settings.base_url.encode()))
-        return runtime.cached_model(("server", *url, *key), lambda: ServerChat(
-            settings.base_url, settings.model, concurrency=settings.concurrency, timeout=settings.timeout,
-            retries=settings.retries, image_max_side=settings.image_max_side)).complete
+        return runtime.cached_model(
+            ("server", *url, *key),
+            lambda: ServerChat(
+                settings.base_url,
+                settings.model,
+                concurrency=settings.concurrency,
+                timeout=settings.timeout,
+                retries=settings.retries,
+                image_max_side=settings.image_max_side,
+            ),
+        ).complete
     from .local import LocalChat
 
     runtime.configure_threads()
@@ -41,8 +50,10 @@ def load_chat(settings, rank=None) -> Callable[[list[ChatRequest]], list]:
     vision = settings.backend == "vlm"
     model = runtime.cached_model(
         (settings.backend, settings.model, settings.revision, settings.dtype, device),
-        lambda: LocalChat(settings.model, settings.revision, device, vision, settings.dtype,
-                          settings.trust_remote_code))
+        lambda: LocalChat(
+            settings.model, settings.revision, device, vision, settings.dtype, settings.trust_remote_code
+        ),
+    )
     return functools.partial(model.complete, batch_size=settings.batch_size, image_max_side=settings.image_max_side)
 
 

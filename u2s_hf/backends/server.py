@@ -6,6 +6,7 @@ that trickles its answer byte by byte never gets it accepted late), and an answe
 refused. A request that fails comes back as its exception, so the stage can give that row an error instead of
 failing the map.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,16 @@ MAX_ANSWER_BYTES = 4 << 20  # a chat completion is a few KB; a bigger body is a 
 
 
 class ServerChat:
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, concurrency: int = 16,
-                 timeout: float = 120.0, retries: int = 3, image_max_side: int = 1024):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        concurrency: int = 16,
+        timeout: float = 120.0,
+        retries: int = 3,
+        image_max_side: int = 1024,
+    ):
         self.base_url, self.model = base_url, model
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"  # vLLM accepts any key by default
         self.concurrency, self.timeout, self.retries = concurrency, timeout, retries
@@ -36,14 +45,15 @@ class ServerChat:
         import openai
 
         limit = asyncio.Semaphore(self.concurrency)
-        async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
-                                      max_retries=self.retries) as client:
+        async with openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=self.retries
+        ) as client:
+
             async def one(request: ChatRequest):
                 async with limit:  # waiting for a slot is not part of the request's time
                     try:
                         content = self._content(request)
-                        return await asyncio.wait_for(self._ask(client, content, request.max_new_tokens),
-                                                      self.timeout)
+                        return await asyncio.wait_for(self._ask(client, content, request.max_new_tokens), self.timeout)
                     except asyncio.TimeoutError:  # httpx's own timeouts are per read: this bounds the whole request
                         return TimeoutError(f"no answer within {self.timeout:g} s")
                     except Exception as exc:  # returned, not raised: one failed row must not end the batch
@@ -54,8 +64,8 @@ class ServerChat:
     async def _ask(self, client, content, max_tokens: int) -> str:
         """One chat completion, its body read with a size limit."""
         async with client.chat.completions.with_streaming_response.create(
-                model=self.model, messages=[{"role": "user", "content": content}], max_tokens=max_tokens,
-                temperature=0.0) as response:
+            model=self.model, messages=[{"role": "user", "content": content}], max_tokens=max_tokens, temperature=0.0
+        ) as response:
             body = bytearray()
             async for chunk in response.iter_bytes():
                 body += chunk
@@ -72,8 +82,10 @@ class ServerChat:
     def _content(self, request: ChatRequest):
         if request.image is None:
             return request.prompt
-        return [{"type": "image_url", "image_url": {"url": images.data_url(request.image, self.image_max_side)}},
-                {"type": "text", "text": request.prompt}]
+        return [
+            {"type": "image_url", "image_url": {"url": images.data_url(request.image, self.image_max_side)}},
+            {"type": "text", "text": request.prompt},
+        ]
 
 
 def _run(coroutine):

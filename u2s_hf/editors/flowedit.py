@@ -7,6 +7,7 @@ classifier-free guidance), averaged over `n_avg` noise draws. Steps past `n_min`
 sampling of the target. Built on diffusers' SD3 components: encode_prompt, the transformer's velocity, the
 flow-matching scheduler's sigmas and the VAE's shift/scale.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,15 @@ from . import pipelines
 
 
 class FlowEdit:
-    def __init__(self, model: str, revision: str | None, device: str, dtype: str = "auto",
-                 cpu_offload: bool = False, text_encoder_3: bool = True):
+    def __init__(
+        self,
+        model: str,
+        revision: str | None,
+        device: str,
+        dtype: str = "auto",
+        cpu_offload: bool = False,
+        text_encoder_3: bool = True,
+    ):
         from diffusers import StableDiffusion3Pipeline
 
         self.dtype = runtime.torch_dtype(dtype, device)
@@ -31,8 +39,9 @@ class FlowEdit:
     def multiple(self) -> int:
         return self.pipe.vae_scale_factor * self.pipe.transformer.config.patch_size
 
-    def edit(self, images: list[np.ndarray], texts: list[tuple[str, str]], seeds: list[int], resolution: int,
-             **flow) -> list[np.ndarray]:
+    def edit(
+        self, images: list[np.ndarray], texts: list[tuple[str, str]], seeds: list[int], resolution: int, **flow
+    ) -> list[np.ndarray]:
         """Edited images, each the size of its input; `texts` are (source, target) prompts per row."""
         import torch
 
@@ -64,8 +73,13 @@ class FlowEdit:
         import torch
 
         embeds, negative, pooled, negative_pooled = self.pipe.encode_prompt(
-            prompt=texts, prompt_2=None, prompt_3=None, device=self.device, do_classifier_free_guidance=True,
-            negative_prompt=[""] * len(texts))
+            prompt=texts,
+            prompt_2=None,
+            prompt_3=None,
+            device=self.device,
+            do_classifier_free_guidance=True,
+            negative_prompt=[""] * len(texts),
+        )
         return torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
 
     def velocity(self, z, t, prompts, guidance: float):
@@ -73,13 +87,29 @@ class FlowEdit:
         import torch
 
         embeds, pooled = prompts
-        both = self.pipe.transformer(hidden_states=torch.cat([z, z]), timestep=t.expand(2 * len(z)),
-                                     encoder_hidden_states=embeds, pooled_projections=pooled, return_dict=False)[0]
+        both = self.pipe.transformer(
+            hidden_states=torch.cat([z, z]),
+            timestep=t.expand(2 * len(z)),
+            encoder_hidden_states=embeds,
+            pooled_projections=pooled,
+            return_dict=False,
+        )[0]
         unconditional, conditional = both.chunk(2)
         return unconditional + guidance * (conditional - unconditional)
 
-    def edit_latents(self, x_src, source, target, generators, steps: int, source_guidance: float,
-                     target_guidance: float, n_min: int, n_max: int, n_avg: int):
+    def edit_latents(
+        self,
+        x_src,
+        source,
+        target,
+        generators,
+        steps: int,
+        source_guidance: float,
+        target_guidance: float,
+        n_min: int,
+        n_max: int,
+        n_avg: int,
+    ):
         import torch
 
         scheduler = self.pipe.scheduler
@@ -96,8 +126,10 @@ class FlowEdit:
                 for _ in range(n_avg):
                     z_source = (1 - sigma) * x_src + sigma * self._noise(x_src, generators)
                     z_shifted = z_edit + z_source - x_src
-                    delta += (self.velocity(z_shifted, t, target, target_guidance)
-                              - self.velocity(z_source, t, source, source_guidance)) / n_avg
+                    delta += (
+                        self.velocity(z_shifted, t, target, target_guidance)
+                        - self.velocity(z_source, t, source, source_guidance)
+                    ) / n_avg
                 z_edit = z_edit + (sigma_next - sigma) * delta
                 continue
             if z_target is None:  # the first plain-sampling step starts from the noised, shifted edit

@@ -1,4 +1,5 @@
 """InstructPix2Pix (diffusers' StableDiffusionInstructPix2PixPipeline): edit an image by a text instruction."""
+
 from __future__ import annotations
 
 import os
@@ -11,21 +12,41 @@ from . import safe_attention as safe_attention_module
 
 
 class InstructPix2Pix:
-    def __init__(self, model: str, revision: str | None, device: str, dtype: str = "auto", cpu_offload: bool = False,
-                 safe_attention: bool = False):
+    def __init__(
+        self,
+        model: str,
+        revision: str | None,
+        device: str,
+        dtype: str = "auto",
+        cpu_offload: bool = False,
+        safe_attention: bool = False,
+    ):
         from diffusers import StableDiffusionInstructPix2PixPipeline
 
         self.pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            model, revision=revision, dtype=runtime.torch_dtype(dtype, device), safety_checker=None,
-            requires_safety_checker=False)
+            model,
+            revision=revision,
+            dtype=runtime.torch_dtype(dtype, device),
+            safety_checker=None,
+            requires_safety_checker=False,
+        )
         self.safe_attention = safe_attention
         if safe_attention:
-            safe_attention_module.add_safe_attention(self.pipe.unet, self.pipe.tokenizer.model_max_length,
-                                                     _safe_weights(model, revision))
+            safe_attention_module.add_safe_attention(
+                self.pipe.unet, self.pipe.tokenizer.model_max_length, _safe_weights(model, revision)
+            )
         pipelines.place(self.pipe, device, cpu_offload)
 
-    def edit(self, images: list[np.ndarray], texts: list, seeds: list[int], steps: int, guidance_scale: float,
-             image_guidance_scale: float, resolution: int) -> list[np.ndarray]:
+    def edit(
+        self,
+        images: list[np.ndarray],
+        texts: list,
+        seeds: list[int],
+        steps: int,
+        guidance_scale: float,
+        image_guidance_scale: float,
+        resolution: int,
+    ) -> list[np.ndarray]:
         """Edited images, each the size of its input. Rows of one size run as one batch, each with its own seed.
 
         `texts` holds the instruction per row; with Safe Cross Attention, (instruction, public caption, edit).
@@ -35,10 +56,13 @@ class InstructPix2Pix:
         out: list = [None] * len(images)
         for size, rows in pipelines.by_fit_size(images, resolution, self.pipe.vae_scale_factor).items():
             result = self.pipe(
-                image=[pipelines.at_size(images[i], size) for i in rows], num_inference_steps=steps,
-                guidance_scale=guidance_scale, image_guidance_scale=image_guidance_scale,
+                image=[pipelines.at_size(images[i], size) for i in rows],
+                num_inference_steps=steps,
+                guidance_scale=guidance_scale,
+                image_guidance_scale=image_guidance_scale,
                 generator=[torch.Generator("cpu").manual_seed(seeds[i]) for i in rows],
-                **self._conditioning([texts[i] for i in rows])).images
+                **self._conditioning([texts[i] for i in rows]),
+            ).images
             for i, edited in zip(rows, result):
                 out[i] = pipelines.back_to(edited, images[i])
         return out
@@ -58,8 +82,9 @@ class InstructPix2Pix:
 
     def _encode(self, texts: list[str]):
         tokenizer = self.pipe.tokenizer
-        ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids.to(self.pipe.text_encoder.device)
+        ids = tokenizer(
+            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.pipe.text_encoder.device)
         return self.pipe.text_encoder(ids)[0]
 
 

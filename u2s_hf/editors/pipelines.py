@@ -1,4 +1,5 @@
 """What the diffusion editors share: device placement and the aspect-keeping fit to the model's size."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,10 @@ def place(pipe, device: str, cpu_offload: bool):
 def fit_size(width: int, height: int, resolution: int, multiple: int) -> tuple[int, int]:
     """The size to edit at: the longest side scaled to `resolution`, each side rounded to `multiple` (>= multiple)."""
     scale = resolution / max(width, height)
-    return (max(multiple, round(width * scale / multiple) * multiple),
-            max(multiple, round(height * scale / multiple) * multiple))
+    return (
+        max(multiple, round(width * scale / multiple) * multiple),
+        max(multiple, round(height * scale / multiple) * multiple),
+    )
 
 
 def by_fit_size(images: list[np.ndarray], resolution: int, multiple: int) -> dict[tuple[int, int], list[int]]:

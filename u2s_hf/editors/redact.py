@@ -3,6 +3,7 @@
 Strength is chosen against identity, not looks: a face pixelated to 8 cells or blurred with a sigma of a sixth of
 its size no longer matches its owner under ArcFace, while a light blur (sigma 3) still does (notes/offline-models.md).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,15 +24,22 @@ def grow(box, margin: float, width: int, height: int) -> tuple[int, int, int, in
     """Grow a box by `margin` of its size on every side, then round outwards and clip to the image."""
     x0, y0, x1, y1 = box
     dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
-    return (max(0, int(np.floor(x0 - dx))), max(0, int(np.floor(y0 - dy))),
-            min(width, int(np.ceil(x1 + dx))), min(height, int(np.ceil(y1 + dy))))
+    return (
+        max(0, int(np.floor(x0 - dx))),
+        max(0, int(np.floor(y0 - dy))),
+        min(width, int(np.ceil(x1 + dx))),
+        min(height, int(np.ceil(y1 + dy))),
+    )
 
 
 def region(box, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
     """The pixels to obscure for `box` (x0, y0, x1, y1), grown by `margin`; RedactionError for a box that is not four
     finite numbers, is empty (x1 <= x0 or y1 <= y0) or lies outside the image: it locates nothing reliably."""
-    if not isinstance(box, (list, tuple, np.ndarray)) or len(box) != 4 or not all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+    if (
+        not isinstance(box, (list, tuple, np.ndarray))
+        or len(box) != 4
+        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+    ):
         raise RedactionError(f"box {box!r} is not four finite numbers")
     x0, y0, x1, y1 = (float(v) for v in box)
     if x1 <= x0 or y1 <= y0:
@@ -102,7 +110,7 @@ def _blur(patch: np.ndarray) -> np.ndarray:
     pad = int(3 * sigma)
     padded = np.pad(patch, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     blurred = np.asarray(Image.fromarray(padded).filter(ImageFilter.GaussianBlur(sigma)))
-    return blurred[pad:pad + h, pad:pad + w]
+    return blurred[pad : pad + h, pad : pad + w]
 
 
 def _inpaint(rgb: np.ndarray, regions) -> np.ndarray:

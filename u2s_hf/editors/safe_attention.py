@@ -5,6 +5,7 @@ the public-caption and edit-instruction token embeddings side by side; its outpu
 cross-attention output. The context the UNet receives is the ordinary prompt's tokens followed by those safe
 tokens; the processor splits it. Trained weights live next to the UNet as `unet/safe_attention.safetensors`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,7 +23,7 @@ class SafeCrossAttnProcessor:
         self.safe, self.split, self.plain = safe, split, AttnProcessor2_0()
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        context, safe_context = encoder_hidden_states[:, :self.split], encoder_hidden_states[:, self.split:]
+        context, safe_context = encoder_hidden_states[:, : self.split], encoder_hidden_states[:, self.split :]
         out = self.plain(attn, hidden_states, context, attention_mask, temb)
         return out + self.safe(hidden_states, encoder_hidden_states=safe_context)
 
@@ -30,8 +31,11 @@ class SafeCrossAttnProcessor:
 def transformer_blocks(unet):
     from diffusers.models.attention import BasicTransformerBlock
 
-    return [(name, module) for name, module in unet.named_modules()
-            if isinstance(module, BasicTransformerBlock) and module.attn2 is not None]
+    return [
+        (name, module)
+        for name, module in unet.named_modules()
+        if isinstance(module, BasicTransformerBlock) and module.attn2 is not None
+    ]
 
 
 def add_safe_attention(unet, split: int, weights: str | None = None) -> bool:
@@ -40,8 +44,10 @@ def add_safe_attention(unet, split: int, weights: str | None = None) -> bool:
         block.safe_attn = copy.deepcopy(block.attn2)
         block.attn2.set_processor(SafeCrossAttnProcessor(block.safe_attn, split))
     if weights is None or not os.path.exists(weights):
-        logger.warning("Safe Cross Attention has no trained weights here: it runs from copies of each block's "
-                       "cross-attention (the paper fine-tunes them)")
+        logger.warning(
+            "Safe Cross Attention has no trained weights here: it runs from copies of each block's "
+            "cross-attention (the paper fine-tunes them)"
+        )
         return False
     from safetensors.torch import load_file
 

@@ -1,4 +1,5 @@
 """Prompt templates (our own wording of the paper's structure), read from the .txt files beside this module."""
+
 from __future__ import annotations
 
 import functools

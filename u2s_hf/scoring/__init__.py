@@ -2,6 +2,7 @@
 
 Each returns the mean under the metric's own name and per-item values; None marks a value that is undefined.
 """
+
 from .clip import PAPER_CLIP, clip_score
 from .faces import face_similarity
 from .inspection import PAPER_GROUPS, inspection_scores
@@ -10,6 +11,21 @@ from .perceptual import lpips, ssim
 from .privacy import RACE_CATEGORIES, race_entropy, race_labels_to_counts, text_similarity
 from .utility import PAPER_BACKBONE, train_eval_classifier
 
-__all__ = ["PAPER_BACKBONE", "PAPER_CLIP", "PAPER_GROUPS", "RACE_CATEGORIES", "clip_score", "face_similarity",
-           "inspection_scores", "list_groups", "lpips", "race_entropy", "race_labels_to_counts", "read_text", "ssim",
-           "text_similarity", "train_eval_classifier", "vlm_score"]
+__all__ = [
+    "PAPER_BACKBONE",
+    "PAPER_CLIP",
+    "PAPER_GROUPS",
+    "RACE_CATEGORIES",
+    "clip_score",
+    "face_similarity",
+    "inspection_scores",
+    "list_groups",
+    "lpips",
+    "race_entropy",
+    "race_labels_to_counts",
+    "read_text",
+    "ssim",
+    "text_similarity",
+    "train_eval_classifier",
+    "vlm_score",
+]

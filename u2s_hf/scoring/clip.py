@@ -1,4 +1,5 @@
 """Quality: does the anonymised image still match its public caption? (CLIP cosine similarity, higher is better)"""
+
 from __future__ import annotations
 
 from PIL import Image
@@ -24,7 +25,7 @@ def clip_score(images, texts, model: str = PAPER_CLIP, device: str = "cpu", batc
     scores: list = [None] * len(texts)
     captioned = [i for i, text in enumerate(texts) if text]
     for start in progress(range(0, len(captioned), batch_size), "CLIP score", unit="batch"):
-        decoded = {i: pixels(images[i]) for i in captioned[start:start + batch_size]}  # one batch in memory
+        decoded = {i: pixels(images[i]) for i in captioned[start : start + batch_size]}  # one batch in memory
         rows = [i for i, rgb in decoded.items() if rgb is not None]
         if not rows:
             continue

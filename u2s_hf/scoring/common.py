@@ -1,4 +1,5 @@
 """What every metric shares: images that cannot be read score None (never a crash), and means skip None."""
+
 from __future__ import annotations
 
 import numpy as np

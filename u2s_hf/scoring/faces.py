@@ -1,4 +1,5 @@
 """FaceSim: is the person in the original still recognisable in the anonymised image?"""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,13 +24,17 @@ def face_similarity(originals, anonymized, model: str = "antelopev2", root: str 
         before = _faces(app, original)
         after = _faces(app, edited)
         original_faces += len(before)
-        best = [max(float(np.dot(f.normed_embedding, g.normed_embedding)) for g in after) for f in before] \
-            if after else []
+        best = (
+            [max(float(np.dot(f.normed_embedding, g.normed_embedding)) for g in after) for f in before] if after else []
+        )
         retained += sum(any(_iou(f.bbox, g.bbox) >= IOU_RETAINED for g in after) for f in before)
         matched += best
         per_image.append(mean(best))
-    return {"face_similarity": mean(matched),
-            "face_retention": retained / original_faces if original_faces else None, "per_image": per_image}
+    return {
+        "face_similarity": mean(matched),
+        "face_retention": retained / original_faces if original_faces else None,
+        "per_image": per_image,
+    }
 
 
 def _analysis(model: str, root: str | None):
@@ -37,8 +42,9 @@ def _analysis(model: str, root: str | None):
         from insightface.app import FaceAnalysis
 
         kwargs = {"root": root} if root else {}
-        app = FaceAnalysis(name=model, providers=["CPUExecutionProvider"],
-                           allowed_modules=["detection", "recognition"], **kwargs)
+        app = FaceAnalysis(
+            name=model, providers=["CPUExecutionProvider"], allowed_modules=["detection", "recognition"], **kwargs
+        )
         app.prepare(ctx_id=-1, det_size=(640, 640))
         return app
 

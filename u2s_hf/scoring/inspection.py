@@ -1,10 +1,15 @@
 """Stage-1 check: the binary privacy flag against VISPR-style attribute labels (an image is safe iff its only label
 is `a0_safe`), for all attributes and for attribute groups."""
+
 from __future__ import annotations
 
 # The paper's groups, by VISPR attribute id (labels look like "a9_face_complete").
-PAPER_GROUPS = {"face": ("a9", "a10"), "health": ("a39", "a41", "a43"), "vehicles": ("a102", "a103", "a104"),
-                "opinion": ("a61", "a62")}
+PAPER_GROUPS = {
+    "face": ("a9", "a10"),
+    "health": ("a39", "a41", "a43"),
+    "vehicles": ("a102", "a103", "a104"),
+    "opinion": ("a61", "a62"),
+}
 SAFE = "a0"
 
 

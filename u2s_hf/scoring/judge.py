@@ -3,6 +3,7 @@
 Text can also be read offline with RapidOCR (the detector the lite preset uses). A request that fails or an answer
 that cannot be read is reported as None and counted, never scored as if it were an answer.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,9 @@ def vlm_score(originals, anonymized, judge: JudgeConfig | str | None = None) -> 
     return {"vlm_score": mean(scores), "per_image": scores, "unreadable": unreadable}
 
 
-def read_text(pictures, reader: str | JudgeConfig = "ocr",
-              min_confidence: float = InspectConfig.text_threshold) -> list[str | None]:
+def read_text(
+    pictures, reader: str | JudgeConfig = "ocr", min_confidence: float = InspectConfig.text_threshold
+) -> list[str | None]:
     """The text readable in each image ("" when none; None when the image is missing or could not be read).
 
     `reader` is "ocr" (offline RapidOCR: lines of at least `min_confidence` with two or more letters or digits,
@@ -40,8 +42,10 @@ def read_text(pictures, reader: str | JudgeConfig = "ocr",
     threads = runtime.configure_threads()
     ocr = load_text_detector(runtime.device_for(None), threads, InspectConfig.text_max_side)
     decoded = map(pixels, pictures)
-    return [None if rgb is None else "\n".join(text for text, _, _ in ocr.readable(rgb, min_confidence))
-            for rgb in progress(decoded, "OCR", len(pictures))]
+    return [
+        None if rgb is None else "\n".join(text for text, _, _ in ocr.readable(rgb, min_confidence))
+        for rgb in progress(decoded, "OCR", len(pictures))
+    ]
 
 
 def list_groups(pictures, judge: JudgeConfig | str | None = None) -> list[list[str] | None]:

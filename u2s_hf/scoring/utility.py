@@ -1,5 +1,6 @@
 """Utility: train a classifier on the anonymised train split, test it on the ORIGINAL test split (top-1 accuracy,
 higher is better: the anonymisation kept what the task needs)."""
+
 from __future__ import annotations
 
 import math
@@ -11,11 +12,23 @@ from .common import progress
 PAPER_BACKBONE = "facebook/vit-mae-base"  # the paper's ImageMAE ViT-B/16, self-supervised on ImageNet-1k
 
 
-def train_eval_classifier(train_ds, test_ds, backbone: str = PAPER_BACKBONE, mode: str = "linear",
-                          image_column: str = "image", label_column: str = "label", epochs: int = 100,
-                          batch_size: int = 64, grad_accum: int = 4, lr: float = 5e-4, randaugment: bool = True,
-                          seed: int = 0, device: str | None = None, revision: str | None = None,
-                          num_workers: int = 0) -> dict:
+def train_eval_classifier(
+    train_ds,
+    test_ds,
+    backbone: str = PAPER_BACKBONE,
+    mode: str = "linear",
+    image_column: str = "image",
+    label_column: str = "label",
+    epochs: int = 100,
+    batch_size: int = 64,
+    grad_accum: int = 4,
+    lr: float = 5e-4,
+    randaugment: bool = True,
+    seed: int = 0,
+    device: str | None = None,
+    revision: str | None = None,
+    num_workers: int = 0,
+) -> dict:
     """Top-1 accuracy on `test_ds` of a classifier trained on `train_ds` (the paper's utility protocol).
 
     The backbone (Hub id or local folder) is loaded with AutoModel/AutoImageProcessor; its feature is the CLS token
@@ -65,14 +78,21 @@ def train_eval_classifier(train_ds, test_ds, backbone: str = PAPER_BACKBONE, mod
         return encoder(pixel_values=pixels, **extra).last_hidden_state[:, 0]
 
     torch.manual_seed(seed)
-    head = torch.nn.Sequential(torch.nn.BatchNorm1d(config.hidden_size, affine=False, eps=1e-6),
-                               torch.nn.Linear(config.hidden_size, len(classes))).to(device)
+    head = torch.nn.Sequential(
+        torch.nn.BatchNorm1d(config.hidden_size, affine=False, eps=1e-6),
+        torch.nn.Linear(config.hidden_size, len(classes)),
+    ).to(device)
     augment = transforms.RandomApply([transforms.RandAugment(num_ops=2, magnitude=9)], p=0.5) if randaugment else None
     train_set = _Rows(train_images, train_rows, [index[label] for label in train_labels], processor, augment)
     # A last batch of one row would break BatchNorm's batch statistics: drop it (the shuffle changes it every epoch).
-    loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                                         generator=torch.Generator().manual_seed(seed),
-                                         drop_last=len(train_set) % batch_size == 1)
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=len(train_set) % batch_size == 1,
+    )
     optimizer = torch.optim.AdamW([p for p in [*head.parameters(), *encoder.parameters()] if p.requires_grad], lr=lr)
     steps = max(1, epochs * math.ceil(len(loader) / grad_accum))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
@@ -100,12 +120,16 @@ def train_eval_classifier(train_ds, test_ds, backbone: str = PAPER_BACKBONE, mod
         for pixels, targets in torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=num_workers):
             predicted = head(features(pixels.to(device))).argmax(-1).cpu()
             correct += int((predicted == targets).sum())
-            for row, p in zip(test_rows[done:done + len(predicted)], predicted.tolist()):
+            for row, p in zip(test_rows[done : done + len(predicted)], predicted.tolist()):
                 per_image[row] = classes[p]
             done += len(predicted)
-    return {"accuracy": correct / len(test_rows) if test_rows else None, "per_image": per_image,
-            "skipped_train": len(train_ds) - len(train_rows), "skipped_test": len(test_ds) - len(test_rows),
-            "num_classes": len(classes)}
+    return {
+        "accuracy": correct / len(test_rows) if test_rows else None,
+        "per_image": per_image,
+        "skipped_train": len(train_ds) - len(train_rows),
+        "skipped_test": len(test_ds) - len(test_rows),
+        "num_classes": len(classes),
+    }
 
 
 def _usable(ds, image_column: str, label_column: str):

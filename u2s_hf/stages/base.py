@@ -3,6 +3,7 @@
 A stage instance is the map function. It holds only its frozen config, so hashing it for the `datasets` cache, or
 sending it to num_proc workers, costs nothing and never touches model weights (models live in runtime's cache).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,13 @@ from ..config import public_settings
 
 STATUS = datasets.Value("string")
 ERROR = datasets.Value("string")
-DETECTIONS = datasets.List({"label": datasets.Value("string"), "score": datasets.Value("float32"),
-                            "box": datasets.List(datasets.Value("float32"))})
+DETECTIONS = datasets.List(
+    {
+        "label": datasets.Value("string"),
+        "score": datasets.Value("float32"),
+        "box": datasets.List(datasets.Value("float32")),
+    }
+)
 
 
 class Stage:
@@ -44,8 +50,9 @@ class Stage:
 
     def __repr__(self):
         shown = public_settings(self.config)
-        changed = {f.name: shown[f.name] for f in dataclasses.fields(self.config)
-                   if getattr(self.config, f.name) != f.default}
+        changed = {
+            f.name: shown[f.name] for f in dataclasses.fields(self.config) if getattr(self.config, f.name) != f.default
+        }
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     def features(self) -> datasets.Features:
@@ -65,8 +72,10 @@ class Stage:
             if isinstance(feature, datasets.Image) and any(v is not None for v in values):
                 out[name] = values
             else:
-                out[name] = TypedColumn([None if v is None else encode_nested_example(feature, v) for v in values],
-                                        features.arrow_schema.field(name).type)
+                out[name] = TypedColumn(
+                    [None if v is None else encode_nested_example(feature, v) for v in values],
+                    features.arrow_schema.field(name).type,
+                )
         return out
 
 
@@ -93,8 +102,10 @@ def column(batch, name: str, n: int, default=None) -> list:
 
 def require(batch, name: str, stage: str) -> list:
     if name not in batch:
-        raise KeyError(f"{stage}: column {name!r} not found (columns: {sorted(batch)}); "
-                       f"pass image_column=... if the images are elsewhere")
+        raise KeyError(
+            f"{stage}: column {name!r} not found (columns: {sorted(batch)}); "
+            f"pass image_column=... if the images are elsewhere"
+        )
     return list(batch[name])
 
 
@@ -123,8 +134,10 @@ def class_name(value, names, column_name):
         return value
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         if names is None:
-            raise ValueError(f"class column {column_name!r} holds integers: pass class_names=... "
-                             f"(e.g. ds.features[{column_name!r}].names)")
+            raise ValueError(
+                f"class column {column_name!r} holds integers: pass class_names=... "
+                f"(e.g. ds.features[{column_name!r}].names)"
+            )
         if 0 <= value < len(names):
             return names[value]
         raise LabelError(f"class label {value} in {column_name!r} is not one of the {len(names)} classes")

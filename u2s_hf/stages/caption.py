@@ -1,4 +1,5 @@
 """Stage 1b: a privacy review, a private caption and a public caption for each flagged row."""
+
 from __future__ import annotations
 
 import datasets
@@ -22,8 +23,15 @@ class Caption(Stage):
 
     def features(self):
         text = datasets.Value("string")
-        return datasets.Features({"privacy_review": datasets.List(text), "c_priv": text, "c_pub": text,
-                                  "u2s_status": STATUS, "u2s_error": ERROR})
+        return datasets.Features(
+            {
+                "privacy_review": datasets.List(text),
+                "c_priv": text,
+                "c_pub": text,
+                "u2s_status": STATUS,
+                "u2s_error": ERROR,
+            }
+        )
 
     def __call__(self, batch, rank=None):
         runtime.exit_with_parent()
@@ -47,5 +55,6 @@ class Caption(Stage):
         replies = load_chat(c, rank)(requests) if requests else []
         for i, captions in read_replies(asked, replies, answers.parse_captions, statuses, errors).items():
             reviews[i], private[i], public[i] = captions.review, captions.private, captions.public
-        return self.typed({"privacy_review": reviews, "c_priv": private, "c_pub": public,
-                           "u2s_status": statuses, "u2s_error": errors})
+        return self.typed(
+            {"privacy_review": reviews, "c_priv": private, "c_pub": public, "u2s_status": statuses, "u2s_error": errors}
+        )

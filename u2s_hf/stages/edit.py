@@ -1,4 +1,5 @@
 """Stage 2: write `safe_image`. Only flagged rows are changed; nothing flagged leaves with its original pixels."""
+
 from __future__ import annotations
 
 import datasets
@@ -26,8 +27,9 @@ class Edit(Stage):
     name = "edit"
 
     def features(self):
-        return datasets.Features({self.config.output_column: datasets.Image(), "u2s_status": STATUS,
-                                  "u2s_error": ERROR})
+        return datasets.Features(
+            {self.config.output_column: datasets.Image(), "u2s_status": STATUS, "u2s_error": ERROR}
+        )
 
     def __call__(self, batch, rank=None):
         runtime.exit_with_parent()
@@ -99,14 +101,32 @@ class Edit(Stage):
         key = (c.editor, c.model, c.revision, c.dtype, c.text_encoder_3, c.safe_attention, device)
         editor = runtime.cached_model(key, lambda: self._load_editor(device))
         if c.editor == "instruct-pix2pix":
-            settings = dict(steps=c.steps, guidance_scale=c.guidance_scale,
-                            image_guidance_scale=c.image_guidance_scale, resolution=c.resolution)
+            settings = dict(
+                steps=c.steps,
+                guidance_scale=c.guidance_scale,
+                image_guidance_scale=c.image_guidance_scale,
+                resolution=c.resolution,
+            )
         else:
-            settings = dict(steps=c.steps, source_guidance=c.source_guidance, target_guidance=c.target_guidance,
-                            n_min=c.n_min, n_max=c.n_max, n_avg=c.n_avg, resolution=c.resolution)
-        return runtime.in_chunks(list(pending), c.batch_size, lambda rows: editor.edit(
-            [pending[i] for i in rows], [texts[i] for i in rows], [self.row_seed(pending[i], keys[i]) for i in rows],
-            **settings))
+            settings = dict(
+                steps=c.steps,
+                source_guidance=c.source_guidance,
+                target_guidance=c.target_guidance,
+                n_min=c.n_min,
+                n_max=c.n_max,
+                n_avg=c.n_avg,
+                resolution=c.resolution,
+            )
+        return runtime.in_chunks(
+            list(pending),
+            c.batch_size,
+            lambda rows: editor.edit(
+                [pending[i] for i in rows],
+                [texts[i] for i in rows],
+                [self.row_seed(pending[i], keys[i]) for i in rows],
+                **settings,
+            ),
+        )
 
     def _load_editor(self, device):
         c = self.config

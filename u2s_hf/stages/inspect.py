@@ -1,4 +1,5 @@
 """Stage 1a: decide which rows carry privacy risks (`privacy_flag`) and where (`detections`)."""
+
 from __future__ import annotations
 
 import datasets
@@ -26,8 +27,12 @@ class Inspect(Stage):
 
     def features(self):
         c = self.config
-        columns = {c.output_column: datasets.Value("bool"), c.detections_column: DETECTIONS,
-                   "u2s_status": STATUS, "u2s_error": ERROR}
+        columns = {
+            c.output_column: datasets.Value("bool"),
+            c.detections_column: DETECTIONS,
+            "u2s_status": STATUS,
+            "u2s_error": ERROR,
+        }
         if c.debug_column:
             columns[c.debug_column] = datasets.Value("string")
         return datasets.Features(columns)

@@ -1,4 +1,5 @@
 """Stage 1c: an identity-neutral edit instruction from the public caption alone, and its merge with that caption."""
+
 from __future__ import annotations
 
 import datasets
@@ -42,14 +43,31 @@ class Instruct(Stage):
         classes = self._classes(batch, n, public, statuses, errors)
         complete = load_chat(c, rank)
         asked = [i for i in range(n) if public[i] and (classes[i] is not None or not c.class_column)]
-        edits = self._ask(complete, asked, statuses, errors, "edit instruction", lambda i: prompts.render(
-            "instruct", public_caption=public[i], demographics=self._demographic_line(keys[i])), c.max_new_tokens)
+        edits = self._ask(
+            complete,
+            asked,
+            statuses,
+            errors,
+            "edit instruction",
+            lambda i: prompts.render(
+                "instruct", public_caption=public[i], demographics=self._demographic_line(keys[i])
+            ),
+            c.max_new_tokens,
+        )
         out = {"c_edit": edits}
         if c.merge:
             merged = [i for i in asked if edits[i]]
-            out["c_llm"] = self._ask(complete, merged, statuses, errors, "merged caption", lambda i: prompts.render(
-                "merge", public_caption=public[i], edit=edits[i], class_hint=_class_hint(classes[i])),
-                c.merge_max_new_tokens)
+            out["c_llm"] = self._ask(
+                complete,
+                merged,
+                statuses,
+                errors,
+                "merged caption",
+                lambda i: prompts.render(
+                    "merge", public_caption=public[i], edit=edits[i], class_hint=_class_hint(classes[i])
+                ),
+                c.merge_max_new_tokens,
+            )
         return self.typed({**out, "u2s_status": statuses, "u2s_error": errors})
 
     def _classes(self, batch, n, public, statuses, errors) -> list:

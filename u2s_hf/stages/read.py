@@ -6,6 +6,7 @@ Cells that carry their bytes are left as they are. A cell that holds only a file
 `image_root` (an image folder the user pointed at), and only a regular file of bounded size (`images.read_file`);
 anywhere else, as in a Parquet or `save_to_disk` source, it is never read: the row becomes an error row.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,9 @@ class ReadImages(Stage):
     name = "read"
 
     def features(self):
-        return datasets.Features({self.config.image_column: datasets.Image(decode=False), "u2s_status": STATUS,
-                                  "u2s_error": ERROR})
+        return datasets.Features(
+            {self.config.image_column: datasets.Image(decode=False), "u2s_status": STATUS, "u2s_error": ERROR}
+        )
 
     def __call__(self, batch, rank=None):
         runtime.exit_with_parent()
