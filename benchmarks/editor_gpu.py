@@ -23,9 +23,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests")]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import tiny_models  # noqa: E402
 from u2s_hf.editors.flowedit import FlowEdit  # noqa: E402
 from u2s_hf.editors.instruct_pix2pix import InstructPix2Pix  # noqa: E402
+
+import tiny_models  # noqa: E402
 
 
 def clip_text(hidden: int, layers: int, heads: int, projection: int, tok, with_projection: bool):

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "dataset_scripts"))
-import make_sample  # noqa: E402
+import make_sample
 
 BIN = Path(sys.executable).parent
 
@@ -58,9 +58,9 @@ def main() -> None:
     u2s = [str(BIN / "u2s"), "anonymize", str(src), "--overwrite", "--out", str(work / "u2s")]
     runs = {
         "faces+text": u2s,
-        "faces only": u2s + ["--set", "text=false"],
-        "faces+text, 2 procs": u2s + ["--num-proc", "2"],
-        "faces only, 2 procs": u2s + ["--set", "text=false", "--num-proc", "2"],
+        "faces only": [*u2s, "--set", "text=false"],
+        "faces+text, 2 procs": [*u2s, "--num-proc", "2"],
+        "faces only, 2 procs": [*u2s, "--set", "text=false", "--num-proc", "2"],
     }
     base = n / deface
     print(f"{n} photos ({len(photos)} distinct, about 512 px), wall time per command line, {os.cpu_count()} cores")

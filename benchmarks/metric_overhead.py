@@ -27,8 +27,9 @@ import evaluate  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 
-import make_sample  # noqa: E402
 from u2s_hf import evaluation  # noqa: E402
+
+import make_sample  # noqa: E402
 
 
 def main() -> None:

@@ -23,13 +23,14 @@ sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "dataset_scripts")
 import datasets  # noqa: E402
 import torch  # noqa: E402
 
-import corpus  # noqa: E402
-import make_sample  # noqa: E402
-import tiny_models  # noqa: E402
 import u2s_hf as u2s  # noqa: E402
 from u2s_hf import images, prompts  # noqa: E402
 from u2s_hf.backends.chat import ChatRequest, load_chat  # noqa: E402
 from u2s_hf.criteria import criteria_text  # noqa: E402
+
+import corpus  # noqa: E402
+import make_sample  # noqa: E402
+import tiny_models  # noqa: E402
 
 CAPTION = (
     "PRIVACY_REVIEW:\n- face: people\nPRIVATE_CAPTION: An astronaut in an orange suit.\n"

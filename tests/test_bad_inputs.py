@@ -1,9 +1,10 @@
 import datasets
 import numpy as np
 
-import corpus
 import u2s_hf as u2s
 from u2s_hf import images
+
+import corpus
 
 
 def test_a_bad_input_corpus_runs_to_the_end(bad_dir):
@@ -12,7 +13,7 @@ def test_a_bad_input_corpus_runs_to_the_end(bad_dir):
     safe = u2s.anonymize(ds, keep_original=True, batch_size=4)
     assert len(safe) == len(corpus.BAD_INPUTS)
     assert set(safe["u2s_status"]) <= set(u2s.STATUSES)
-    for row, original in zip(safe, originals):
+    for row, original in zip(safe, originals, strict=True):
         name = original["image"]["path"].rsplit("/", 1)[-1]
         expected = corpus.BAD_INPUTS[name]
         if expected == "error":
@@ -27,7 +28,7 @@ def test_a_bad_input_corpus_runs_to_the_end(bad_dir):
             assert not np.array_equal(after, before), name
         else:
             assert np.array_equal(after, before), name
-    flagged = {o["image"]["path"].rsplit("/", 1)[-1] for o, r in zip(originals, safe) if r["privacy_flag"]}
+    flagged = {o["image"]["path"].rsplit("/", 1)[-1] for o, r in zip(originals, safe, strict=True) if r["privacy_flag"]}
     # Every awkward file showing a face is still seen as one.
     assert {
         "cmyk.jpg",

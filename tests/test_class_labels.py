@@ -6,8 +6,9 @@ import pytest
 from PIL import Image
 
 import u2s_hf as u2s
-from chat_server import ChatServer
 from u2s_hf.stages.base import DETECTIONS, LabelError, class_name
+
+from chat_server import ChatServer
 
 NAMES = ["cat", "officer"]
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import corpus
 from u2s_hf import cli
+
+import corpus
 
 
 def run(args, capsys):
@@ -52,7 +53,7 @@ def test_limit_split_and_settings(sample_dir, tmp_path, capsys):
     saved = tmp_path / "saved"
     datasets.load_dataset("imagefolder", data_dir=str(sample_dir)).save_to_disk(str(saved))
     out = tmp_path / "out"
-    code, stdout, _ = run(
+    code, _stdout, _ = run(
         [
             "anonymize",
             saved,

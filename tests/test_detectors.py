@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-import corpus
 from u2s_hf.backends import detectors
+
+import corpus
 
 
 @pytest.fixture(scope="module")

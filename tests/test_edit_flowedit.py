@@ -5,10 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-import corpus
-import tiny_models
 import u2s_hf as u2s
 from u2s_hf.editors.flowedit import FlowEdit
+
+import corpus
+import tiny_models
 
 torch.set_num_threads(1)
 NAMES = ("astronaut", "coffee", "grace_hopper", "chelsea")
@@ -48,13 +49,13 @@ def test_flagged_rows_are_edited_repeatably_and_independently_of_batching(pipeli
     rerun = rows.map(editor(pipeline), batched=True, batch_size=4)  # a cache hit: the same files, not rewritten
     assert [f["filename"] for f in rerun.cache_files] == [f["filename"] for f in out.cache_files]
     first = pixels_of(out)
-    for name, after in zip(NAMES, first):
+    for name, after in zip(NAMES, first, strict=True):
         before = corpus.pixels(photos[name])
         assert after.shape == before.shape
         changed = np.abs(after.astype(int) - before).mean()
         assert (changed > 5) if name in ("astronaut", "grace_hopper") else (changed == 0), name
     again = pixels_of(rows.map(editor(pipeline), batched=True, batch_size=1, load_from_cache_file=False))
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     for changed in (editor(pipeline, seed=7), editor(pipeline, target_prior="c_priv")):
         other = pixels_of(rows.map(changed, batched=True))
         assert not np.array_equal(other[0], first[0]) and np.array_equal(other[1], first[1])

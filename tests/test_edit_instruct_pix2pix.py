@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-import corpus
-import tiny_models
 import u2s_hf as u2s
 from u2s_hf.editors.instruct_pix2pix import InstructPix2Pix
 from u2s_hf.editors.pipelines import fit_size
+
+import corpus
+import tiny_models
 
 torch.set_num_threads(1)
 NAMES = ("astronaut", "coffee", "grace_hopper", "chelsea")
@@ -41,7 +42,7 @@ def pixels_of(ds):
 def test_flagged_rows_are_edited_and_the_others_keep_their_pixels(pipeline, rows, photos):
     out = rows.map(editor(pipeline), batched=True, batch_size=4)
     assert out["u2s_status"] == ["edited", "kept_safe", "edited", "kept_safe"]
-    for name, after in zip(NAMES, pixels_of(out)):
+    for name, after in zip(NAMES, pixels_of(out), strict=True):
         before = corpus.pixels(photos[name])
         assert after.shape == before.shape
         changed = np.abs(after.astype(int) - before).mean()
@@ -51,7 +52,7 @@ def test_flagged_rows_are_edited_and_the_others_keep_their_pixels(pipeline, rows
 def test_results_are_repeatable_and_do_not_depend_on_batching(pipeline, rows):
     first = pixels_of(rows.map(editor(pipeline), batched=True, batch_size=4, load_from_cache_file=False))
     again = pixels_of(rows.map(editor(pipeline), batched=True, batch_size=1, load_from_cache_file=False))
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     other_seed = pixels_of(rows.map(editor(pipeline, seed=1), batched=True))
     other_prior = pixels_of(rows.map(editor(pipeline, prior="c_pub"), batched=True))
     for changed in (other_seed, other_prior):

@@ -6,9 +6,10 @@ import datasets
 import pytest
 from PIL import Image, ImageFilter
 
+from u2s_hf import cli, evaluation, scoring
+
 import corpus
 import tiny_models
-from u2s_hf import cli, evaluation, scoring
 
 
 @pytest.fixture(scope="module")

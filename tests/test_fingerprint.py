@@ -6,8 +6,9 @@ import textwrap
 
 from datasets.fingerprint import Hasher
 
-import corpus
 import u2s_hf as u2s
+
+import corpus
 
 HASH_IN_CHILD = "import u2s_hf, datasets.fingerprint as f; print(f.Hasher.hash(u2s_hf.Inspect(face_threshold=0.4)))"
 

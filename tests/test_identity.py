@@ -2,8 +2,9 @@
 
 import pytest
 
-import corpus
 import u2s_hf as u2s
+
+import corpus
 
 THRESHOLD = 0.35  # ArcFace cosine; the same person under JPEG q20 still scores ~0.9, different people ~0
 

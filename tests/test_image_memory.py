@@ -83,6 +83,6 @@ def test_the_memory_model_does_not_underestimate(tmp_path, photos):
         estimates.append(images._peak_bytes(opened.size, opened.mode, images._decoder_bytes(opened, data)))
         paths.append(path)
     measured = peak_growth(paths, max_pixels=50_000_000)
-    for path, estimate, (_, _, peak) in zip(paths, estimates, measured):
+    for path, estimate, (_, _, peak) in zip(paths, estimates, measured, strict=True):
         # Slack: chunk buffers (a few MB whatever the size), allocator and library overheads.
         assert peak <= estimate + (12 << 20), f"{path.name}: {peak / 4e6:.1f} bytes a pixel, model {estimate / 4e6:.1f}"

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-import corpus
 from u2s_hf import images
+
+import corpus
 
 
 @pytest.mark.parametrize("name", [n for n, kind in corpus.BAD_INPUTS.items() if kind == "ok"])
@@ -213,7 +214,7 @@ def _in_thread(function, *args, timeout=10):
     def run():
         try:
             outcome.append(function(*args))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)

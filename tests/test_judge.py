@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from chat_server import ChatServer
 from u2s_hf import answers, scoring
 from u2s_hf.config import JudgeConfig
+
+from chat_server import ChatServer
 
 
 def _judge(server):

@@ -7,10 +7,11 @@ import evaluate
 import pytest
 from PIL import ImageFilter
 
+from u2s_hf import scoring
+
 import corpus
 import tiny_models
 from chat_server import ChatServer
-from u2s_hf import scoring
 
 METRICS = Path(__file__).resolve().parent.parent / "metrics"
 MODULES = ("u2s_quality", "u2s_cheating", "u2s_privacy", "u2s_utility", "u2s_inspection")

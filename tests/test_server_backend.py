@@ -3,11 +3,12 @@ import asyncio
 import numpy as np
 import pytest
 
-import corpus
 import u2s_hf as u2s
-from chat_server import ChatServer, Reply
 from u2s_hf.backends.chat import ChatRequest
 from u2s_hf.backends.server import MAX_ANSWER_BYTES, ServerChat
+
+import corpus
+from chat_server import ChatServer, Reply
 
 IMAGE = np.zeros((600, 1200, 3), np.uint8)
 

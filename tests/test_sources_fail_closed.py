@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from markdown_it import MarkdownIt
 
-import corpus
 import u2s_hf as u2s
-from chat_server import ChatServer
 from u2s_hf import cli, hub, pipeline, report
 from u2s_hf.stages.read import NOT_READ
+
+import corpus
+from chat_server import ChatServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,7 +116,7 @@ def test_an_image_folder_reads_its_own_regular_files_only(tmp_path, photos):
     names = [Path(cell["path"]).name for cell in ds.cast_column("image", datasets.Image(decode=False))["image"]]
     for root in (None, str(folder)):  # the folder imagefolder read, or the same folder named
         safe = u2s.anonymize(ds, image_root=root)
-        assert dict(zip(names, safe["u2s_status"])) == {"coffee.jpg": "kept_safe", "linked.jpg": "error"}
+        assert dict(zip(names, safe["u2s_status"], strict=True)) == {"coffee.jpg": "kept_safe", "linked.jpg": "error"}
         assert safe["u2s_error"][names.index("linked.jpg")] == NOT_READ
     assert u2s.anonymize(ds, image_root=False)["u2s_status"] == ["error", "error"]
 

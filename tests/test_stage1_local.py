@@ -5,10 +5,11 @@ import os
 import pytest
 import torch
 
-import corpus
-import tiny_models
 import u2s_hf as u2s
 from u2s_hf import report, runtime
+
+import corpus
+import tiny_models
 
 torch.set_num_threads(1)
 CAPTION = (

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from datasets.fingerprint import Hasher
 
-import corpus
 import u2s_hf as u2s
+
+import corpus
 from chat_server import ChatServer
 
 PEOPLE = ("astronaut", "camera", "grace_hopper")

@@ -1,9 +1,10 @@
 import datasets
 import pytest
 
+from u2s_hf.scoring.utility import train_eval_classifier
+
 import tiny_models
 from corpus import CLASSES, class_split
-from u2s_hf.scoring.utility import train_eval_classifier
 
 FAST = dict(epochs=10, batch_size=6, grad_accum=2, lr=1e-2)  # tiny model, few steps: a higher lr than the paper's
 
@@ -31,7 +32,7 @@ def test_learns_photo_classes_well_above_chance(backbone, class_label_splits, mo
     out = train_eval_classifier(train, test, backbone=backbone, mode=mode, **FAST)
     assert out["num_classes"] == 3 and out["skipped_train"] == 0 and out["skipped_test"] == 0
     assert len(out["per_image"]) == len(test) and set(out["per_image"]) <= {0, 1, 2}
-    correct = sum(p == t for p, t in zip(out["per_image"], test["label"]))
+    correct = sum(p == t for p, t in zip(out["per_image"], test["label"], strict=True))
     assert out["accuracy"] == pytest.approx(correct / len(test))
     assert out["accuracy"] >= 0.75, out  # chance is 1/3
 
@@ -59,7 +60,7 @@ def test_bad_rows_are_skipped_and_counted(backbone, class_photos):
     assert out["per_image"][0] is None and out["per_image"][-1] is None
     scored = out["per_image"][1:-1]
     assert None not in scored and set(scored) <= set(CLASSES)  # string labels come back as strings
-    correct = sum(p == t for p, t in zip(scored, test["label"][1:-1]))
+    correct = sum(p == t for p, t in zip(scored, test["label"][1:-1], strict=True))
     assert out["accuracy"] == pytest.approx(correct / len(scored)) and out["accuracy"] >= 0.75
 
 
@@ -81,7 +82,7 @@ def test_a_test_label_never_seen_in_training_counts_as_wrong(backbone, class_pho
     out = train_eval_classifier(train, test, backbone=backbone, **FAST)
     assert out["num_classes"] == 2 and out["skipped_test"] == 0
     assert "rocket" not in out["per_image"] and None not in out["per_image"]
-    correct = sum(p == t for p, t in zip(out["per_image"], test["label"]))
+    correct = sum(p == t for p, t in zip(out["per_image"], test["label"], strict=True))
     assert 9 <= correct <= 12 and out["accuracy"] == pytest.approx(correct / 18)
 
 

@@ -54,7 +54,7 @@ def script(model, tok, answer: str) -> None:
     """Greedy decoding of `model` will say `answer`, then stop: biases that grow along the answer's tokens."""
     from transformers import GenerationConfig
 
-    ids = tok.encode(answer, add_special_tokens=False) + [tok.eos_token_id]
+    ids = [*tok.encode(answer, add_special_tokens=False), tok.eos_token_id]
     model.generation_config = GenerationConfig(
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,

@@ -2,9 +2,9 @@
 
 __version__ = "0.1.0"
 
-from .config import STATUSES, CaptionConfig, EditConfig, InspectConfig, InstructConfig  # noqa: E402
-from .pipeline import Preset, anonymize, preset  # noqa: E402
-from .stages import Caption, Edit, Inspect, Instruct  # noqa: E402
+from .config import STATUSES, CaptionConfig, EditConfig, InspectConfig, InstructConfig
+from .pipeline import Preset, anonymize, preset
+from .stages import Caption, Edit, Inspect, Instruct
 
 # Ready map functions: ds.map(u2s.inspect, batched=True). inspect/edit: the lite preset (offline, CPU);
 # caption/instruct: the paper preset's models (loaded on first use).
@@ -14,6 +14,7 @@ caption = preset("paper").caption
 instruct = preset("paper").instruct
 
 __all__ = [
+    "STATUSES",
     "Caption",
     "CaptionConfig",
     "Edit",
@@ -23,7 +24,6 @@ __all__ = [
     "Instruct",
     "InstructConfig",
     "Preset",
-    "STATUSES",
     "__version__",
     "anonymize",
     "caption",

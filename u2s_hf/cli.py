@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from . import evaluation, evaluation_report, hub, pipeline, report, scoring, sources
-from .release_folder import ReleaseError, ReleaseFolder
 from .config import JUDGE, PRESETS, JudgeConfig
+from .release_folder import ReleaseError, ReleaseFolder
 
 
 def main(argv=None) -> int:

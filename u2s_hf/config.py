@@ -78,7 +78,7 @@ RANGES = {
 _KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string", type(None): "None"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _field_types(config_class) -> dict:
     """{field: the types its annotation allows}; None for fields that check themselves (object, tuple)."""
     hints = typing.get_type_hints(config_class)
@@ -285,21 +285,19 @@ FLOWEDIT_SETTINGS = (
     "text_encoder_3",
 )
 DIFFUSION_SETTINGS = (
-    (
-        "model",
-        "revision",
-        "class_column",
-        "class_names",
-        "steps",
-        "seed",
-        "key_column",
-        "dtype",
-        "cpu_offload",
-        "batch_size",
-        "resolution",
-    )
-    + IP2P_SETTINGS
-    + FLOWEDIT_SETTINGS
+    "model",
+    "revision",
+    "class_column",
+    "class_names",
+    "steps",
+    "seed",
+    "key_column",
+    "dtype",
+    "cpu_offload",
+    "batch_size",
+    "resolution",
+    *IP2P_SETTINGS,
+    *FLOWEDIT_SETTINGS,
 )
 
 

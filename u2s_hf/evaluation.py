@@ -76,8 +76,8 @@ def privacy(
     faces = scoring.face_similarity(originals, anonymized, model=face_model, root=face_root)
     reader = judge if text_reader == "judge" else "ocr"
     before, after = scoring.read_text(originals, reader), scoring.read_text(anonymized, reader)
-    unreadable = sum(1 for a, b in zip(before, after) if a is not None and b is None)
-    text = scoring.text_similarity([a if b is not None else None for a, b in zip(before, after)], after)
+    unreadable = sum(1 for a, b in zip(before, after, strict=True) if a is not None and b is None)
+    text = scoring.text_similarity([a if b is not None else None for a, b in zip(before, after, strict=True)], after)
     result = {
         "face_similarity": faces["face_similarity"],
         "face_retention": faces["face_retention"],

@@ -210,7 +210,7 @@ def _reading(data: bytes = b""):
         raise ImageError("image too large (Pillow's decompression bomb guard)") from None
     except MemoryError:
         raise ImageError("not enough memory to decode this image") from None
-    except Exception as exc:  # noqa: BLE001 - one undecodable value must not end the run
+    except Exception as exc:
         raise ImageError(f"corrupt or truncated image ({_short(exc)})") from None
 
 

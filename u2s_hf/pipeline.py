@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 
 import datasets
-
-import os
 
 from . import runtime
 from .config import PRESETS, field_names

@@ -7,8 +7,8 @@ import importlib.metadata
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import xxhash
 from datasets.fingerprint import Hasher
@@ -160,7 +160,7 @@ def in_chunks(rows: list, size: int, run: Callable[[list], list]) -> dict:
     for start in range(0, len(rows), size):
         chunk = rows[start : start + size]
         try:
-            results.update(zip(chunk, run(chunk)))
+            results.update(zip(chunk, run(chunk), strict=True))
         except Exception:
             for row in chunk:
                 try:

@@ -3,8 +3,7 @@
 import datasets
 import evaluate
 
-from u2s_hf import evaluation
-from u2s_hf import scoring
+from u2s_hf import evaluation, scoring
 
 _DESCRIPTION = """Precision, recall and F1 of a binary privacy flag (private = positive) against VISPR-style attribute
 labels, where an image is safe iff its only label is a0_safe: the Stage-1 check of Unsafe2Safe (CVPR 2026). Scored
@@ -24,7 +23,7 @@ Returns:
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class U2sInspection(evaluate.Metric):
-    def __init__(self, groups: dict = None, **kwargs):
+    def __init__(self, groups: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.groups = scoring.PAPER_GROUPS if groups is None else groups
 

@@ -32,10 +32,10 @@ class U2sPrivacy(evaluate.Metric):
     def __init__(
         self,
         face_model: str = "antelopev2",
-        face_root: str = None,
+        face_root: str | None = None,
         text_reader: str = "ocr",
-        judge: str = None,
-        judge_url: str = None,
+        judge: str | None = None,
+        judge_url: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -3,8 +3,7 @@
 import datasets
 import evaluate
 
-from u2s_hf import evaluation
-from u2s_hf import scoring
+from u2s_hf import evaluation, scoring
 
 _DESCRIPTION = """Cosine similarity between each anonymised image and its public caption (c_pub) under a CLIP model,
 averaged over the pairs: the quality metric of Unsafe2Safe (CVPR 2026). The default model is the paper's CLIP

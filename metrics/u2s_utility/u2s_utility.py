@@ -3,8 +3,7 @@
 import datasets
 import evaluate
 
-from u2s_hf import evaluation
-from u2s_hf import scoring
+from u2s_hf import evaluation, scoring
 
 _DESCRIPTION = """Top-1 accuracy of an image classifier trained on the anonymised train split and tested on the
 original test split: the classification utility metric of Unsafe2Safe (CVPR 2026). The default recipe is the
@@ -37,7 +36,7 @@ class U2sUtility(evaluate.Metric):
         lr: float = 5e-4,
         randaugment: bool = True,
         seed: int = 0,
-        device: str = None,
+        device: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -58,7 +58,8 @@ class FaceDetector:
         # The export declares a fixed 10x3x32x32 input; free the batch and spatial sizes.
         for value in list(model.graph.input) + list(model.graph.output):
             dims = value.type.tensor_type.shape.dim
-            for dim, name in zip(dims, ("n", None, "h", "w")):
+            # Outputs may have fewer than four dimensions: name those there are.
+            for dim, name in zip(dims, ("n", None, "h", "w"), strict=False):
                 if name:
                     dim.dim_param = name
         self.session = ort.InferenceSession(
@@ -112,7 +113,7 @@ class TextDetector:
         if result.boxes is None or result.txts is None:
             return []
         lines = []
-        for quad, text, score in zip(result.boxes, result.txts, result.scores):
+        for quad, text, score in zip(result.boxes, result.txts, result.scores, strict=True):
             quad = np.asarray(quad, dtype=np.float64)
             lines.append((text, float(score), [*quad.min(axis=0), *quad.max(axis=0)]))
         return lines

@@ -17,7 +17,6 @@ import os
 from .. import images
 from .chat import ChatRequest
 
-
 MAX_ANSWER_BYTES = 4 << 20  # a chat completion is a few KB; a bigger body is a broken or hostile server
 
 

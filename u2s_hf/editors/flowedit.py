@@ -53,7 +53,7 @@ class FlowEdit:
                 target = self.prompts([texts[i][1] for i in rows])
                 generators = [torch.Generator("cpu").manual_seed(seeds[i]) for i in rows]
                 edited = self.decode(self.edit_latents(x_src, source, target, generators, **flow))
-            for i, rgb in zip(rows, edited):
+            for i, rgb in zip(rows, edited, strict=True):
                 out[i] = pipelines.back_to(Image.fromarray(rgb), images[i])
         return out
 

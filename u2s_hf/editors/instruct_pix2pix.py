@@ -63,7 +63,7 @@ class InstructPix2Pix:
                 generator=[torch.Generator("cpu").manual_seed(seeds[i]) for i in rows],
                 **self._conditioning([texts[i] for i in rows]),
             ).images
-            for i, edited in zip(rows, result):
+            for i, edited in zip(rows, result, strict=True):
                 out[i] = pipelines.back_to(edited, images[i])
         return out
 
@@ -74,7 +74,7 @@ class InstructPix2Pix:
             return {"prompt": list(texts)}
         import torch
 
-        parts = list(zip(*texts))
+        parts = list(zip(*texts, strict=True))
         with torch.inference_mode():
             conditional = torch.cat([self._encode(list(p)) for p in parts], dim=1)
             unconditional = self._encode([""] * len(texts)).repeat(1, len(parts), 1)

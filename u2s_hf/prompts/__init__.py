@@ -7,7 +7,7 @@ import string
 from importlib import resources
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def template(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.txt").read_text(encoding="utf-8")
 

@@ -34,7 +34,7 @@ def clip_score(images, texts, model: str = PAPER_CLIP, device: str = "cpu", batc
             image_features = F.normalize(clip.encode_image(batch).float(), dim=-1)
             tokens = tokenizer([texts[i] for i in rows]).to(device)
             text_features = F.normalize(clip.encode_text(tokens).float(), dim=-1)
-        for i, value in zip(rows, (image_features * text_features).sum(-1).tolist()):
+        for i, value in zip(rows, (image_features * text_features).sum(-1).tolist(), strict=True):
             scores[i] = value
     return {"clip_score": mean(scores), "per_image": scores}
 

@@ -37,9 +37,9 @@ def _attribute(label: str) -> str:
 
 
 def _prf(flags, truth) -> dict:
-    tp = sum(f and t for f, t in zip(flags, truth))
-    fp = sum(f and not t for f, t in zip(flags, truth))
-    fn = sum(t and not f for f, t in zip(flags, truth))
+    tp = sum(f and t for f, t in zip(flags, truth, strict=True))
+    fp = sum(f and not t for f, t in zip(flags, truth, strict=True))
+    fn = sum(t and not f for f, t in zip(flags, truth, strict=True))
     precision = tp / (tp + fp) if tp + fp else None
     recall = tp / (tp + fn) if tp + fn else None
     if precision is None or recall is None:

@@ -21,7 +21,7 @@ def vlm_score(originals, anonymized, judge: JudgeConfig | str | None = None) -> 
     or a model id loaded in this process (default: the paper's judge)."""
     pairs = [_side_by_side(pixels(a), pixels(b)) for a, b in zip(originals, anonymized, strict=True)]
     scores = _ask(judge, pairs, prompts.render("judge"), 32, answers.parse_score)
-    unreadable = sum(1 for pair, score in zip(pairs, scores) if pair is not None and score is None)
+    unreadable = sum(1 for pair, score in zip(pairs, scores, strict=True) if pair is not None and score is None)
     return {"vlm_score": mean(scores), "per_image": scores, "unreadable": unreadable}
 
 
@@ -58,7 +58,7 @@ def _ask(judge: JudgeConfig | str | None, pixels: list, prompt: str, max_new_tok
     rows = [i for i, image in enumerate(pixels) if image is not None]
     replies = load_chat(judge)([ChatRequest(prompt, pixels[i], max_new_tokens) for i in rows])
     results: list = [None] * len(pixels)
-    for i, reply in zip(rows, replies):
+    for i, reply in zip(rows, replies, strict=True):
         try:
             results[i] = parse_reply(reply, parse)
         except answers.AnswerError as error:
@@ -70,7 +70,7 @@ def _side_by_side(original: np.ndarray | None, anonymized: np.ndarray | None) ->
     """Original on the left, the anonymised image scaled to the same height on the right."""
     if original is None or anonymized is None:
         return None
-    height, width = original.shape[:2]
+    height, _width = original.shape[:2]
     if anonymized.shape[0] != height:
         scaled = round(anonymized.shape[1] * height / anonymized.shape[0])
         anonymized = np.asarray(Image.fromarray(anonymized).resize((max(1, scaled), height), Image.BICUBIC))

@@ -56,7 +56,7 @@ def lpips(
             for side in (0, 1)
         )
         with torch.no_grad():
-            for (i, _), value in zip(batch, model(a, b).flatten().tolist()):
+            for (i, _), value in zip(batch, model(a, b).flatten().tolist(), strict=True):
                 scores[i] = value
     return {"lpips": mean(scores), "per_image": scores}
 

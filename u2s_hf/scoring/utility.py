@@ -120,7 +120,7 @@ def train_eval_classifier(
         for pixels, targets in torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=num_workers):
             predicted = head(features(pixels.to(device))).argmax(-1).cpu()
             correct += int((predicted == targets).sum())
-            for row, p in zip(test_rows[done : done + len(predicted)], predicted.tolist()):
+            for row, p in zip(test_rows[done : done + len(predicted)], predicted.tolist(), strict=True):
                 per_image[row] = classes[p]
             done += len(predicted)
     return {
@@ -142,7 +142,7 @@ def _usable(ds, image_column: str, label_column: str):
         ds = ds.cast_column(image_column, datasets.Image(decode=False))
     images = ds[image_column]  # a lazy column: one cell is read at a time
     rows, labels = [], []
-    for row, (cell, label) in enumerate(zip(images, ds[label_column])):
+    for row, (cell, label) in enumerate(zip(images, ds[label_column], strict=True)):
         if label is None or label == missing:
             continue
         try:

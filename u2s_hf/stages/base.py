@@ -112,7 +112,7 @@ def require(batch, name: str, stage: str) -> list:
 def read_replies(rows, replies, parse, statuses, errors) -> dict:
     """{row: parse(reply)}; a failed request or an unusable answer turns its row into an error row instead."""
     parsed = {}
-    for i, reply in zip(rows, replies):
+    for i, reply in zip(rows, replies, strict=True):
         try:
             parsed[i] = parse_reply(reply, parse)
         except answers.AnswerError as exc:

@@ -42,7 +42,7 @@ class Caption(Stage):
         reviews, private, public = [None] * n, [None] * n, [None] * n
         prompt = prompts.render("caption", criteria=criteria_text(c.criteria))
         asked, requests = [], []
-        for i, (value, flag) in enumerate(zip(values, column(batch, c.flag_column, n))):
+        for i, (value, flag) in enumerate(zip(values, column(batch, c.flag_column, n), strict=True)):
             if flag is False or statuses[i] == "error":
                 continue  # unflagged rows cost nothing; error rows are already failing closed
             try:

@@ -73,11 +73,13 @@ class Edit(Stage):
         or a (source, target) pair (FlowEdit); None when one is missing."""
         c = self.config
         if c.editor == "instruct-pix2pix" and c.safe_attention:
-            triples = zip(self._prior(batch, n, c.prior), column(batch, "c_pub", n), column(batch, "c_edit", n))
+            triples = zip(
+                self._prior(batch, n, c.prior), column(batch, "c_pub", n), column(batch, "c_edit", n), strict=True
+            )
             return [t if all(t) else None for t in triples]
         if c.editor == "instruct-pix2pix":
             return self._prior(batch, n, c.prior)
-        pairs = zip(self._prior(batch, n, c.source_prior), self._prior(batch, n, c.target_prior))
+        pairs = zip(self._prior(batch, n, c.source_prior), self._prior(batch, n, c.target_prior), strict=True)
         return [(source, target) if source and target else None for source, target in pairs]
 
     def _prior(self, batch, n, prior) -> list:

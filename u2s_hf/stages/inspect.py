@@ -44,7 +44,7 @@ class Inspect(Stage):
         n = len(values)
         flags, found, raw = [True] * n, [[] for _ in range(n)], [None] * n
         # An earlier error (an image that could not be read) stays; any other earlier status is decided anew.
-        earlier = zip(column(batch, "u2s_status", n), column(batch, "u2s_error", n))
+        earlier = zip(column(batch, "u2s_status", n), column(batch, "u2s_error", n), strict=True)
         errors = [error or "error" if status == "error" else None for status, error in earlier]
         statuses = ["error" if e is not None else None for e in errors]
         rows = [i for i in range(n) if statuses[i] is None]
@@ -92,7 +92,7 @@ class Inspect(Stage):
         asked = [i for i, rgb in decoded.items() if rgb is not None]
         requests = [ChatRequest(prompt, decoded[i], c.max_new_tokens) for i in asked]
         replies = load_chat(c, rank)(requests) if requests else []
-        for i, answer in zip(asked, replies):
+        for i, answer in zip(asked, replies, strict=True):
             if isinstance(answer, Exception):
                 statuses[i], errors[i] = "error", failure(answer)
                 continue

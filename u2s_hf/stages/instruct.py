@@ -24,7 +24,7 @@ class Instruct(Stage):
     def features(self):
         text = datasets.Value("string")
         names = ["c_edit", "c_llm"] if self.config.merge else ["c_edit"]
-        return datasets.Features({**{name: text for name in names}, "u2s_status": STATUS, "u2s_error": ERROR})
+        return datasets.Features({**dict.fromkeys(names, text), "u2s_status": STATUS, "u2s_error": ERROR})
 
     def group_for(self, key) -> str | None:
         """The demographic group drawn for a row: the same for the same seed and row key, in any process."""
