@@ -11,6 +11,7 @@ Random weights cost the same time as trained ones. Without a GPU it runs the tin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -23,8 +24,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests")]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from u2s_hf.editors.flowedit import FlowEdit  # noqa: E402
-from u2s_hf.editors.instruct_pix2pix import InstructPix2Pix  # noqa: E402
+from u2s_hf.editors.flowedit import FlowEdit, FlowEditSettings  # noqa: E402
+from u2s_hf.editors.instruct_pix2pix import InstructPix2Pix, InstructPix2PixSettings  # noqa: E402
 
 import tiny_models  # noqa: E402
 
@@ -135,12 +136,14 @@ def real_ip2p(folder: Path) -> Path:
 
 
 def seconds_per_image(editor, batch: int, texts, **settings) -> float:
+    """Seconds per image for one batch of `batch` 512-px images, after a one-image warm-up."""
     images = [np.random.default_rng(i).integers(0, 256, (512, 512, 3), dtype=np.uint8) for i in range(batch)]
-    editor.edit(images[:1], texts[:1], [0], **{**settings, "steps": 2})  # warm-up (kernels, allocator)
+    timed = editor.with_settings(dataclasses.replace(editor.settings, **settings))
+    timed.edit(images[:1], texts[:1], [0])  # warm-up: kernels, allocator
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
-    editor.edit(images, texts[:1] * batch, list(range(batch)), **settings)
+    timed.edit(images, texts[:1] * batch, list(range(batch)))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / batch
@@ -162,19 +165,21 @@ def main() -> None:
         ip2p, sd3, resolution = tiny_models.instruct_pix2pix(work / "ip2p"), tiny_models.sd3(work / "sd3"), 64
     editors = {
         "instruct-pix2pix (100 steps)": (
-            InstructPix2Pix(str(ip2p), None, device),
+            InstructPix2Pix.from_pretrained(InstructPix2PixSettings(model=str(ip2p), resolution=resolution), device),
             ["make the person a tall man"],
             dict(steps=100, guidance_scale=7.5, image_guidance_scale=1.5),
         ),
         "flowedit (50 steps, 33 active)": (
-            FlowEdit(str(sd3), None, device, text_encoder_3=False),
+            FlowEdit.from_pretrained(
+                FlowEditSettings(model=str(sd3), text_encoder_3=False, resolution=resolution), device
+            ),
             [("a person in a room", "a tall man in a room")],
             dict(steps=50, source_guidance=3.5, target_guidance=13.5, n_min=0, n_max=33, n_avg=1),
         ),
     }
     for name, (editor, texts, settings) in editors.items():
         for batch in args.batches:
-            seconds = seconds_per_image(editor, batch, texts, resolution=resolution, **settings)
+            seconds = seconds_per_image(editor, batch, texts, **settings)
             print(f"  {name:32s} batch {batch:2d}: {seconds:7.3f} s per image")
 
 

@@ -63,3 +63,20 @@ def bad_dir(tmp_path_factory, photos) -> Path:
     folder = tmp_path_factory.mktemp("bad")
     corpus.write_bad_inputs(folder, photos["astronaut"], photos["coffee"])
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_ip2p(tmp_path_factory) -> str:
+    """A tiny random-weight InstructPix2Pix checkpoint (no Safe Cross Attention weights), built once per session
+    and loaded by path like a Hub id. Tests that write into a checkpoint copy it first."""
+    import tiny_models
+
+    return str(tiny_models.instruct_pix2pix(tmp_path_factory.mktemp("ip2p") / "model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory) -> str:
+    """A tiny random-weight SD3 checkpoint without T5 (load it with text_encoder_3=False), built once per session."""
+    import tiny_models
+
+    return str(tiny_models.sd3(tmp_path_factory.mktemp("sd3") / "model"))

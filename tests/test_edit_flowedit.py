@@ -1,28 +1,29 @@
 """FlowEdit on a tiny SD3 pipeline built from configs and loaded by path like a Hub id."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import u2s_hf as u2s
-from u2s_hf.editors.flowedit import FlowEdit
+from u2s_hf.editors.flowedit import FlowEdit, FlowEditSettings
 
 import corpus
-import tiny_models
 
 torch.set_num_threads(1)
 NAMES = ("astronaut", "coffee", "grace_hopper", "chelsea")
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    return str(tiny_models.sd3(tmp_path_factory.mktemp("sd3") / "model"))
+@pytest.fixture
+def pipeline(tiny_sd3):
+    return tiny_sd3
 
 
 @pytest.fixture(scope="module")
-def flow(pipeline):
-    return FlowEdit(pipeline, None, "cpu", text_encoder_3=False)
+def flow(tiny_sd3):
+    return FlowEdit.from_pretrained(FlowEditSettings(model=tiny_sd3, text_encoder_3=False, resolution=64), "cpu")
 
 
 @pytest.fixture
@@ -63,18 +64,10 @@ def test_flagged_rows_are_edited_repeatably_and_independently_of_batching(pipeli
 
 def test_no_active_step_gives_back_the_vae_round_trip(flow, photos):
     rgb = np.asarray(photos["astronaut"].resize((64, 64)))
-    out = flow.edit(
-        [rgb],
-        [("a person", "a man")],
-        [42],
-        resolution=64,
-        steps=4,
-        source_guidance=3.5,
-        target_guidance=13.5,
-        n_min=0,
-        n_max=0,
-        n_avg=1,
-    )[0]
+    settings = dataclasses.replace(
+        flow.settings, resolution=64, steps=4, source_guidance=3.5, target_guidance=13.5, n_min=0, n_max=0, n_avg=1
+    )
+    out = flow.with_settings(settings).edit([rgb], [("a person", "a man")], [42])[0]
     with torch.inference_mode():
         round_trip = flow.decode(flow.encode([Image.fromarray(rgb)]))[0]
     assert np.array_equal(out, round_trip)
@@ -110,16 +103,24 @@ def test_one_step_matches_a_direct_recomputation(flow, photos):
 
 def test_the_paper_preset_uses_flowedit_with_the_papers_settings():
     edit = u2s.preset("paper").edit.config
+    settings = edit.editor_settings
     assert (
         edit.editor,
-        edit.model,
-        edit.source_prior,
-        edit.target_prior,
-        edit.steps,
-        edit.source_guidance,
-        edit.target_guidance,
-        edit.n_min,
-        edit.n_max,
-        edit.n_avg,
-        edit.seed,
+        settings.model,
+        settings.source_prior,
+        settings.target_prior,
+        settings.steps,
+        settings.source_guidance,
+        settings.target_guidance,
+        settings.n_min,
+        settings.n_max,
+        settings.n_avg,
+        settings.seed,
     ) == ("flowedit", u2s.config.SD3, "c_priv", "c_llm", 50, 3.5, 13.5, 0, 33, 1, 42)
+
+
+def test_the_working_resolution_defaults_to_sd3s_native_size():
+    """FlowEdit works at 1024 px (SD3's native size); InstructPix2Pix keeps the paper's 512."""
+    assert u2s.Edit(editor="flowedit", model="m").config.editor_settings.resolution == 1024
+    assert u2s.preset("paper").edit.config.editor_settings.resolution == 1024
+    assert u2s.Edit(editor="instruct-pix2pix", model="m").config.editor_settings.resolution == 512

@@ -7,20 +7,20 @@ import pytest
 import torch
 
 import u2s_hf as u2s
+from u2s_hf import runtime
 from u2s_hf.editors.instruct_pix2pix import InstructPix2Pix
 from u2s_hf.editors.pipelines import fit_size
 
 import corpus
-import tiny_models
 
 torch.set_num_threads(1)
 NAMES = ("astronaut", "coffee", "grace_hopper", "chelsea")
 EDIT = "make the person a tall man with red hair"
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    return str(tiny_models.instruct_pix2pix(tmp_path_factory.mktemp("ip2p") / "model"))
+@pytest.fixture
+def pipeline(tiny_ip2p):
+    return tiny_ip2p
 
 
 @pytest.fixture
@@ -114,12 +114,28 @@ def test_settings_are_checked():
 
 def test_the_paper_ip2p_preset(pipeline):
     edit = u2s.preset("paper-ip2p").edit.config
+    settings = edit.editor_settings
     assert (
         edit.editor,
-        edit.model,
-        edit.prior,
-        edit.steps,
-        edit.guidance_scale,
-        edit.image_guidance_scale,
-        edit.resolution,
+        settings.model,
+        settings.prior,
+        settings.steps,
+        settings.guidance_scale,
+        settings.image_guidance_scale,
+        settings.resolution,
     ) == ("instruct-pix2pix", u2s.config.MAGICBRUSH, "c_edit", 100, 7.5, 1.5, 512)
+
+
+def test_every_setting_that_changes_the_loaded_model_is_in_its_cache_key(pipeline, rows, monkeypatch):
+    """cpu_offload changes how the model is placed: a stage asking for it must not get a model loaded without."""
+    keys = []
+    cached_model = runtime.cached_model
+
+    def spy(key, load):
+        keys.append(key)
+        return cached_model(key, load)
+
+    monkeypatch.setattr(runtime, "cached_model", spy)
+    for offload in (False, True):
+        rows.map(editor(pipeline, cpu_offload=offload), batched=True, load_from_cache_file=False)
+    assert len(keys) == 2 and keys[0] != keys[1]

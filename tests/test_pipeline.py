@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import u2s_hf as u2s
+from u2s_hf import config, pipeline
 from u2s_hf.backends import detectors
 
 import corpus
@@ -154,3 +155,61 @@ def test_a_failing_redaction_falls_back_to_obscuring_then_dropping(photos, monke
     monkeypatch.setattr(redact, "obscure", broken)
     row = u2s.anonymize(ds)[0]
     assert row["u2s_status"] == "dropped" and row["safe_image"] is None
+
+
+def test_a_flat_column_setting_renames_only_the_stages_it_means_something_in(photos):
+    """Inspect's flag column is `flag_column`, as in the stages that read it; `output_column` is Edit's image."""
+    p = u2s.preset("lite", output_column="anon")
+    assert p.inspect.config.flag_column == "privacy_flag" and p.edit.config.output_column == "anon"
+    ds = corpus.image_dataset({"coffee": photos["coffee"], "astronaut": photos["astronaut"]})
+    out = u2s.anonymize(ds, output_column="anon")
+    # Before, Inspect wrote its flags to "anon" too, Edit found no flag column and obscured every row.
+    assert out["u2s_status"] == ["kept_safe", "redacted"] and out["privacy_flag"] == [False, True]
+    assert np.array_equal(corpus.pixels(out[0]["anon"]), corpus.pixels(photos["coffee"]))
+    renamed = u2s.anonymize(ds, flag_column="risky")  # a shared setting: Inspect writes it, Edit reads it
+    assert renamed["risky"] == [False, True] and renamed["u2s_status"] == ["kept_safe", "redacted"]
+
+
+def test_a_setting_that_means_different_things_must_name_its_stage(photos):
+    with pytest.raises(ValueError, match=r"model is a setting of inspect, caption, instruct and edit") as error:
+        u2s.preset("paper", model="m")
+    assert "preset('paper', edit={'model': ...})" in str(error.value) and "--set edit.model=" in str(error.value)
+    with pytest.raises(ValueError, match="batch_size is a setting of inspect and edit with different meanings"):
+        u2s.preset("lite", batch_size=2)
+    with pytest.raises(ValueError, match="seed is a setting of instruct and edit"):
+        u2s.anonymize(corpus.image_dataset({"coffee": photos["coffee"]}), "paper", seed=1)
+
+
+def test_a_stage_s_own_settings_change_that_stage_only():
+    paper = u2s.preset("paper")
+    p = u2s.preset("paper", edit={"model": "m"}, caption={"max_new_tokens": 300})
+    assert p.edit == u2s.Edit(editor="flowedit", model="m", source_prior="c_priv", target_prior="c_llm")
+    assert p.caption == u2s.Caption(model=config.VLM, max_new_tokens=300)
+    assert (p.inspect, p.instruct) == (paper.inspect, paper.instruct)
+    mine = u2s.preset("lite", image_column="img", edit={"image_column": "pixels"})  # the stage's own wins
+    assert (mine.inspect.config.image_column, mine.edit.config.image_column) == ("img", "pixels")
+    chain = u2s.Preset(name="mine", inspect=u2s.Inspect(text=False), edit=u2s.Edit())
+    assert pipeline._build_preset(chain, {"edit": {"method": "blur"}}).edit == u2s.Edit(method="blur")
+
+
+def test_unknown_stages_and_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="preset 'lite' has no caption stage; its stages: inspect, edit"):
+        u2s.preset("lite", caption={"model": "m"})
+    with pytest.raises(TypeError, match="edit has no setting colour"):
+        u2s.preset("lite", edit={"colour": "red"})
+    with pytest.raises(TypeError, match="edit= takes a dict"):
+        u2s.preset("lite", edit="blur")
+    with pytest.raises(TypeError, match="no setting nosuchstage"):
+        u2s.preset("lite", nosuchstage={"x": 1})
+
+
+def test_another_editor_or_backend_does_not_inherit_the_old_one_s_settings():
+    redact = u2s.preset("paper", image_column="img", edit={"editor": "redact", "method": "blur"}).edit
+    assert redact == u2s.Edit(image_column="img", method="blur")  # FlowEdit's SD3 model is not carried over
+    assert u2s.preset("paper", editor="redact").edit == u2s.Edit()  # flat: only Edit has `editor`
+    ip2p = u2s.preset("paper", edit={"editor": "instruct-pix2pix", "model": "m"}).edit
+    assert ip2p == u2s.Edit(editor="instruct-pix2pix", model="m")  # InstructPix2Pix's steps/seed, not FlowEdit's
+    assert u2s.preset("paper", inspect={"backend": "detectors"}).inspect == u2s.Inspect()
+    assert u2s.preset("paper", edit={"editor": "flowedit"}) == u2s.preset("paper")  # the same editor: nothing reset
+    built = pipeline._build_preset(u2s.preset("paper", max_pixels=10**6), {"edit": {"editor": "redact"}})
+    assert built.edit == u2s.Edit(max_pixels=10**6)  # shared settings stay

@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 import u2s_hf as u2s
-from u2s_hf import cli, config, pipeline
+from u2s_hf import cli, config, pipeline, runtime
+from u2s_hf.editors.flowedit import FlowEditSettings
+from u2s_hf.editors.instruct_pix2pix import InstructPix2PixSettings
 
 # Each config class with the fewest settings it needs to be valid.
 CONFIGS = {
@@ -18,6 +20,8 @@ CONFIGS = {
     config.CaptionConfig: {"model": "m"},
     config.InstructConfig: {"model": "m"},
     config.EditConfig: {},
+    InstructPix2PixSettings: {"model": "m"},
+    FlowEditSettings: {"model": "m"},
     config.JudgeConfig: {},
 }
 SERVER = {"backend": "server", "model": "m", "base_url": "http://host/v1"}
@@ -193,9 +197,43 @@ def test_settings_that_apply_are_accepted(make):
 def test_per_editor_defaults_count_as_defaults():
     """steps/seed are filled per editor: passing those values back (as a rebuilt config does) is no change."""
     flow = u2s.Edit(editor="flowedit", model="m")
-    assert (flow.config.steps, flow.config.seed) == (50, 42)
+    assert (flow.config.editor_settings.steps, flow.config.editor_settings.seed) == (50, 42)
     assert u2s.Edit(editor="flowedit", model="m", steps=50, seed=42) == flow
     assert u2s.Edit(steps=None, seed=None) == u2s.Edit()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: u2s.Edit(editor="flowedit", model="m", image_guidance_scale=1.5), "is an instruct-pix2pix setting"),
+        (lambda: u2s.Edit(editor="flowedit", model="m", prior="c_edit"), "prior is an instruct-pix2pix setting"),
+        (lambda: u2s.Edit(editor="flowedit", model="m", safe_attention=False), "is an instruct-pix2pix setting"),
+        (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", n_max=33), "n_max is a flowedit setting"),
+        (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", text_encoder_3=True), "is a flowedit setting"),
+        (lambda: u2s.Edit(resolution=512), "resolution is a diffusion setting"),
+        (lambda: u2s.Edit(guidance_scale=7.5), "guidance_scale is a diffusion setting"),
+        (lambda: u2s.Edit(cpu_offload=False), "cpu_offload is a diffusion setting"),
+    ],
+)
+def test_another_editors_setting_is_refused_even_at_its_default(make, message):
+    """They used to pass when equal to their default, so a setting given to the wrong editor went unnoticed."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_the_editor_settings_are_part_of_the_config_and_its_fingerprint():
+    """Everything that changes the output is in dataclasses.asdict(stage.config), so in the cache fingerprint."""
+    plain = u2s.Edit(editor="flowedit", model="m")
+    for changed in (
+        u2s.Edit(editor="flowedit", model="m", cpu_offload=True),
+        u2s.Edit(editor="flowedit", model="m", resolution=512),
+        u2s.Edit(editor="flowedit", model="m", n_avg=2),
+        u2s.Edit(editor="flowedit", model="m", key_column="id"),
+    ):
+        assert dataclasses.asdict(changed.config) != dataclasses.asdict(plain.config)
+        assert runtime.fingerprint(changed.config) != runtime.fingerprint(plain.config)
+    settings = dataclasses.asdict(plain.config)["editor_settings"]
+    assert settings["cpu_offload"] is False and settings["resolution"] == 1024 and settings["seed"] == 42
 
 
 @pytest.fixture

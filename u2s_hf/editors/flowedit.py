@@ -10,43 +10,93 @@ flow-matching scheduler's sigmas and the VAE's shift/scale.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
 from .. import runtime
 from . import pipelines
+from .base import Editor, EditorSettings
 
 
-class FlowEdit:
-    def __init__(
-        self,
-        model: str,
-        revision: str | None,
-        device: str,
-        dtype: str = "auto",
-        cpu_offload: bool = False,
-        text_encoder_3: bool = True,
-    ):
+@dataclass(frozen=True)
+class FlowEditSettings(EditorSettings):
+    """FlowEdit settings (with those of every editor: model, revision, dtype, cpu_offload, batch_size, key_column,
+    class_column, class_names; see EditorSettings). Defaults are the paper's, except `resolution`:
+
+    source_prior: "c_priv", target_prior: "c_llm"; the columns of the source and target texts (c_priv, c_pub,
+    c_edit, c_llm, or "class").
+    steps: 50 (None: 50). source_guidance: 3.5. target_guidance: 13.5. n_min: 0, n_max: 33 (the last n_max steps
+    edit; the last n_min of them plainly sample the target). n_avg: 1 noise draw per step. seed: 42 (None: 42).
+    resolution: 1024, SD3's native size (the FlowEdit reference runs SD3 at the image's own size, its examples at
+    1024 px): the image is fit inside it by its longest side.
+    text_encoder_3: True; False loads SD3 without its T5 encoder, to save memory.
+    """
+
+    LOAD_SETTINGS = (*EditorSettings.LOAD_SETTINGS, "text_encoder_3")
+
+    source_prior: str = "c_priv"
+    target_prior: str = "c_llm"
+    steps: int | None = 50
+    source_guidance: float = 3.5
+    target_guidance: float = 13.5
+    n_min: int = 0
+    n_max: int = 33
+    n_avg: int = 1
+    seed: int | None = 42
+    resolution: int = 1024
+    text_encoder_3: bool = True
+
+    def text_columns(self) -> tuple[str, ...]:
+        return (self.source_prior, self.target_prior)
+
+    def validate(self):
+        super().validate()
+        if not (0 <= self.n_min <= self.n_max <= self.steps and self.n_avg >= 1):
+            raise ValueError("FlowEdit needs 0 <= n_min <= n_max <= steps and n_avg >= 1")
+
+
+class FlowEdit(Editor):
+    """Edits each row from its source text to its target text, a (source, target) pair per row."""
+
+    settings: FlowEditSettings
+
+    @classmethod
+    def from_pretrained(cls, settings: FlowEditSettings, device: str) -> FlowEdit:
         from diffusers import StableDiffusion3Pipeline
 
-        self.dtype = runtime.torch_dtype(dtype, device)
-        without_t5 = {} if text_encoder_3 else {"text_encoder_3": None, "tokenizer_3": None}
-        self.pipe = StableDiffusion3Pipeline.from_pretrained(model, revision=revision, dtype=self.dtype, **without_t5)
-        pipelines.place(self.pipe, device, cpu_offload)
-        self.device = device
+        dtype = runtime.torch_dtype(settings.dtype, device)
+        without_t5 = {} if settings.text_encoder_3 else {"text_encoder_3": None, "tokenizer_3": None}
+        pipe = StableDiffusion3Pipeline.from_pretrained(
+            settings.model, revision=settings.revision, dtype=dtype, **without_t5
+        )
+        return cls(pipelines.place(pipe, device, settings.cpu_offload), settings, device)
+
+    @property
+    def dtype(self):
+        return self.pipe.transformer.dtype
 
     @property
     def multiple(self) -> int:
         return self.pipe.vae_scale_factor * self.pipe.transformer.config.patch_size
 
-    def edit(
-        self, images: list[np.ndarray], texts: list[tuple[str, str]], seeds: list[int], resolution: int, **flow
-    ) -> list[np.ndarray]:
+    def edit(self, images: list[np.ndarray], texts: list[tuple[str, str]], seeds: list[int]) -> list[np.ndarray]:
         """Edited images, each the size of its input; `texts` are (source, target) prompts per row."""
         import torch
 
+        s = self.settings
+        flow = dict(
+            steps=s.steps,
+            source_guidance=s.source_guidance,
+            target_guidance=s.target_guidance,
+            n_min=s.n_min,
+            n_max=s.n_max,
+            n_avg=s.n_avg,
+        )
         out: list = [None] * len(images)
-        for size, rows in pipelines.by_fit_size(images, resolution, self.multiple).items():
+        for size, rows in pipelines.by_fit_size(images, s.resolution, self.multiple).items():
             with torch.inference_mode():
                 x_src = self.encode([pipelines.at_size(images[i], size) for i in rows])
                 source = self.prompts([texts[i][0] for i in rows])
@@ -57,15 +107,26 @@ class FlowEdit:
                 out[i] = pipelines.back_to(Image.fromarray(rgb), images[i])
         return out
 
+    def _vae_precision(self):
+        """As the FlowEdit reference runs the VAE: under autocast on CUDA, so its normalisations run in float32
+        while the convolutions stay in half precision. On the CPU the model runs in float32 and needs nothing."""
+        import torch
+
+        if str(self.device).startswith("cuda") and self.dtype != torch.float32:
+            return torch.autocast("cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
     def encode(self, pil_images: list):
         vae = self.pipe.vae
         pixels = self.pipe.image_processor.preprocess(pil_images).to(self.device, self.dtype)
-        latents = vae.encode(pixels).latent_dist.mode()
-        return (latents - vae.config.shift_factor) * vae.config.scaling_factor
+        with self._vae_precision():
+            latents = vae.encode(pixels).latent_dist.mode()
+        return ((latents - vae.config.shift_factor) * vae.config.scaling_factor).to(self.dtype)
 
     def decode(self, latents) -> list[np.ndarray]:
         vae = self.pipe.vae
-        pixels = vae.decode(latents / vae.config.scaling_factor + vae.config.shift_factor, return_dict=False)[0]
+        with self._vae_precision():
+            pixels = vae.decode(latents / vae.config.scaling_factor + vae.config.shift_factor, return_dict=False)[0]
         return [np.asarray(im) for im in self.pipe.image_processor.postprocess(pixels, output_type="pil")]
 
     def prompts(self, texts: list[str]):

@@ -1,7 +1,8 @@
 """Redaction: make detected regions unrecognisable with plain image operations.
 
 Strength is chosen against identity, not looks: a face pixelated to 8 cells or blurred with a sigma of a sixth of
-its size no longer matches its owner under ArcFace, while a light blur (sigma 3) still does (notes/offline-models.md).
+its size no longer matches its owner under ArcFace, while a light blur (sigma 3) still does (measured on the test
+photos; see settings.MAX_CELLS).
 """
 
 from __future__ import annotations

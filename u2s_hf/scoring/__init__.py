@@ -1,6 +1,11 @@
 """Metric math as plain functions over lists of images and strings (the `evaluate` modules wrap these).
 
-Each returns the mean under the metric's own name and per-item values; None marks a value that is undefined.
+The per-image metrics (`clip_score`, `ssim`, `lpips`, `face_similarity`, `text_similarity`, `vlm_score`) return a
+dict with the mean under the metric's own name and the per-item values (`per_image`; `per_pair` for TextSim); None
+marks a value that is undefined or an image that could not be read (left out of the mean). The helpers return what
+they name: `read_text` and `list_groups` one entry per image, `race_labels_to_counts` the five counts,
+`race_entropy` a number (or None), `inspection_scores` precision/recall/F1 overall and per group,
+`train_eval_classifier` the accuracy and predictions.
 """
 
 from .clip import PAPER_CLIP, clip_score

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import datasets
 import xxhash
 
 from .. import images, runtime
 from ..config import EditConfig
-from ..editors import redact
+from ..editors import EDITORS, redact
 from .base import ERROR, STATUS, LabelError, Stage, class_name, column, join_errors, require
 
 NOTHING_LOCATED = "flagged, but no region was located"
@@ -31,16 +33,27 @@ class Edit(Stage):
             {self.config.output_column: datasets.Image(), "u2s_status": STATUS, "u2s_error": ERROR}
         )
 
+    def __repr__(self):
+        """The editor, its settings and the stage's settings that differ from their defaults."""
+        c = self.config
+        shown = {"editor": c.editor} if c.editor_settings else {}
+        for config in (c.editor_settings, c):
+            for f in dataclasses.fields(config) if config else ():
+                value = getattr(config, f.name)
+                if f.name not in ("editor", "editor_settings") and value != f.default:
+                    shown[f.name] = value
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     def __call__(self, batch, rank=None):
         runtime.exit_with_parent()
-        c = self.config
+        c, s = self.config, self.config.editor_settings
         values = require(batch, c.image_column, "Edit")
         n = len(values)
         runtime.configure_threads(c.threads)
         flags, found = column(batch, c.flag_column, n), column(batch, c.detections_column, n)
         statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
-        prompts = self._texts(batch, n) if c.editor != "redact" else [None] * n
-        keys = column(batch, c.key_column, n) if c.key_column else [None] * n
+        texts = self._texts(batch, n) if s else [None] * n
+        keys = column(batch, s.key_column, n) if s and s.key_column else [None] * n
         outputs, pending = [None] * n, {}
         for i, value in enumerate(values):
             try:
@@ -50,12 +63,12 @@ class Edit(Stage):
                 continue
             if flags[i] is False and statuses[i] != "error":
                 outputs[i], statuses[i], errors[i] = images.clean(rgb), "kept_safe", None
-            elif prompts[i] and statuses[i] != "error":
+            elif texts[i] and statuses[i] != "error":
                 pending[i] = rgb
             else:
-                reason = None if c.editor == "redact" or statuses[i] == "error" else "no prompt to edit with"
+                reason = None if s is None or statuses[i] == "error" else "no prompt to edit with"
                 outputs[i], statuses[i], errors[i] = self._redact(rgb, found[i], join_errors(errors[i], reason))
-        for i, result in self._diffuse(pending, prompts, keys, rank).items():
+        for i, result in self._diffuse(pending, texts, keys, rank).items():
             if isinstance(result, Exception):
                 reason = f"{c.editor} failed ({type(result).__name__}: {result})"[:200]
                 outputs[i], statuses[i], errors[i] = self._redact(pending[i], found[i], join_errors(errors[i], reason))
@@ -66,79 +79,45 @@ class Edit(Stage):
     def row_seed(self, rgb, key=None) -> int:
         """The seed for one row: from `seed` and the row key (an id, else the pixels), never from its position."""
         key = str(key).encode() if key is not None else xxhash.xxh64_digest(rgb.tobytes())
-        return xxhash.xxh64_intdigest(f"{self.config.seed}:".encode() + key) % 2**63
+        return xxhash.xxh64_intdigest(f"{self.config.editor_settings.seed}:".encode() + key) % 2**63
 
     def _texts(self, batch, n) -> list:
-        """Per row, the editor's text: a prompt (InstructPix2Pix; with Safe Cross Attention also c_pub and c_edit)
-        or a (source, target) pair (FlowEdit); None when one is missing."""
-        c = self.config
-        if c.editor == "instruct-pix2pix" and c.safe_attention:
-            triples = zip(
-                self._prior(batch, n, c.prior), column(batch, "c_pub", n), column(batch, "c_edit", n), strict=True
-            )
-            return [t if all(t) else None for t in triples]
-        if c.editor == "instruct-pix2pix":
-            return self._prior(batch, n, c.prior)
-        pairs = zip(self._prior(batch, n, c.source_prior), self._prior(batch, n, c.target_prior), strict=True)
-        return [(source, target) if source and target else None for source, target in pairs]
+        """Per row, the editor's text entry from the columns its settings name (`text_columns()`): the text, or a
+        tuple of texts when it reads several; None when one is missing."""
+        columns = [self._column(batch, n, name) for name in self.config.editor_settings.text_columns()]
+        entries = zip(*columns, strict=True)
+        return [(entry[0] if len(entry) == 1 else entry) if all(entry) else None for entry in entries]
 
-    def _prior(self, batch, n, prior) -> list:
-        c = self.config
-        if prior == "class":
+    def _column(self, batch, n, name) -> list:
+        s = self.config.editor_settings
+        if name == "class":
             texts = []
-            for value in column(batch, c.class_column, n):
+            for value in column(batch, s.class_column, n):
                 try:
-                    texts.append(f"A realistic image of {class_name(value, c.class_names, c.class_column)}.")
+                    texts.append(f"A realistic image of {class_name(value, s.class_names, s.class_column)}.")
                 except LabelError:  # a missing or unknown label: this row has no prompt, so it is redacted instead
                     texts.append(None)
             return texts
-        return column(batch, prior, n)
+        return column(batch, name, n)
 
     def _diffuse(self, pending: dict, texts, keys, rank) -> dict:
         """{row: edited pixels or the exception}; a failing batch is retried row by row."""
         if not pending:
             return {}
-        c = self.config
+        c, s = self.config, self.config.editor_settings
         device = runtime.device_for(rank)
-        key = (c.editor, c.model, c.revision, c.dtype, c.text_encoder_3, c.safe_attention, device)
-        editor = runtime.cached_model(key, lambda: self._load_editor(device))
-        if c.editor == "instruct-pix2pix":
-            settings = dict(
-                steps=c.steps,
-                guidance_scale=c.guidance_scale,
-                image_guidance_scale=c.image_guidance_scale,
-                resolution=c.resolution,
-            )
-        else:
-            settings = dict(
-                steps=c.steps,
-                source_guidance=c.source_guidance,
-                target_guidance=c.target_guidance,
-                n_min=c.n_min,
-                n_max=c.n_max,
-                n_avg=c.n_avg,
-                resolution=c.resolution,
-            )
+        load = EDITORS[c.editor][1].from_pretrained
+        editor = runtime.cached_model((c.editor, *s.load_key(), device), lambda: load(s, device)).with_settings(s)
+        editor.check()  # outside the row-by-row retry: a broken model stops the map instead of redacting every row
         return runtime.in_chunks(
             list(pending),
-            c.batch_size,
+            s.batch_size,
             lambda rows: editor.edit(
                 [pending[i] for i in rows],
                 [texts[i] for i in rows],
                 [self.row_seed(pending[i], keys[i]) for i in rows],
-                **settings,
             ),
         )
-
-    def _load_editor(self, device):
-        c = self.config
-        if c.editor == "instruct-pix2pix":
-            from ..editors.instruct_pix2pix import InstructPix2Pix
-
-            return InstructPix2Pix(c.model, c.revision, device, c.dtype, c.cpu_offload, c.safe_attention)
-        from ..editors.flowedit import FlowEdit
-
-        return FlowEdit(c.model, c.revision, device, c.dtype, c.cpu_offload, c.text_encoder_3)
 
     def _redact(self, rgb, detections, error):
         """(image, status, reason) for a flagged row redacted by its detections. Detections that cannot be redacted

@@ -28,7 +28,7 @@ class Inspect(Stage):
     def features(self):
         c = self.config
         columns = {
-            c.output_column: datasets.Value("bool"),
+            c.flag_column: datasets.Value("bool"),
             c.detections_column: DETECTIONS,
             "u2s_status": STATUS,
             "u2s_error": ERROR,
@@ -52,7 +52,7 @@ class Inspect(Stage):
             self._detect(values, rows, flags, found, statuses, errors, rank)
         else:
             self._ask(values, rows, flags, statuses, errors, raw, rank)
-        columns = {c.output_column: flags, c.detections_column: found, "u2s_status": statuses, "u2s_error": errors}
+        columns = {c.flag_column: flags, c.detections_column: found, "u2s_status": statuses, "u2s_error": errors}
         if c.debug_column:
             columns[c.debug_column] = raw
         return self.typed(columns)
