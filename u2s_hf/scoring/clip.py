@@ -5,12 +5,14 @@ from __future__ import annotations
 from PIL import Image
 
 from .. import runtime
-from .common import mean, pixels, progress
+from .common import Images, Texts, mean, pixels, progress
 
 PAPER_CLIP = "ViT-L-14/openai"  # the paper's CLIP ViT-L/14
 
 
-def clip_score(images, texts, model: str = PAPER_CLIP, device: str = "cpu", batch_size: int = 32) -> dict:
+def clip_score(
+    images: Images, texts: Texts, model: str = PAPER_CLIP, device: str = "cpu", batch_size: int = 32
+) -> dict:
     """Cosine similarity between each image and its text with an open_clip model.
 
     `model` is "hf-hub:org/name", "local-dir:/path" or "ARCH/PRETRAINED" (open_clip's tags, e.g. "ViT-L-14/openai").

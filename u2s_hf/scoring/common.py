@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 import numpy as np
+from PIL import Image
 
 from .. import images, runtime
 
+# What a metric takes as an image: whatever `images.decode` reads (a PIL image, a `datasets` cell {"bytes", "path"},
+# encoded bytes, a file path, an RGB array); None, or a value that cannot be decoded, scores None.
+ImageInput = Image.Image | dict | bytes | str | os.PathLike | np.ndarray | None
+Images = Sequence[ImageInput]
+Texts = Sequence[str | None]
 
-def pixels(value) -> np.ndarray | None:
+
+def pixels(value: ImageInput) -> np.ndarray | None:
     """RGB uint8 pixels, or None for a missing image or one that cannot be decoded (logged)."""
     if value is None:
         return None

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import runtime
-from .common import mean, pixels, progress
+from .common import Images, mean, pixels, progress
 
 IOU_RETAINED = 0.3
 
 
-def face_similarity(originals, anonymized, model: str = "antelopev2", root: str | None = None) -> dict:
+def face_similarity(originals: Images, anonymized: Images, model: str = "antelopev2", root: str | None = None) -> dict:
     """Per original face, the cosine (insightface embeddings) to its best match among the anonymised image's faces.
 
     The mean is over original faces whose anonymised image has at least one face (the paper's rule). Because an

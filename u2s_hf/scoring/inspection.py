@@ -3,6 +3,8 @@ is `a0_safe`), for all attributes and for attribute groups."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 # The paper's groups, by VISPR attribute id (labels look like "a9_face_complete").
 PAPER_GROUPS = {
     "face": ("a9", "a10"),
@@ -13,7 +15,11 @@ PAPER_GROUPS = {
 SAFE = "a0"
 
 
-def inspection_scores(predicted_flags, labels, groups=PAPER_GROUPS) -> dict:
+def inspection_scores(
+    predicted_flags: Sequence[bool | None],
+    labels: Sequence[Sequence[str]],
+    groups: Mapping[str, Sequence[str]] = PAPER_GROUPS,
+) -> dict:
     """Precision, recall and F1 of the flag (private = positive).
 
     "all" scores every image. A group scores the images carrying one of its attributes (positives) together with

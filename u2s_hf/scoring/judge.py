@@ -12,10 +12,10 @@ from PIL import Image
 from .. import answers, prompts, runtime
 from ..backends.chat import ChatRequest, load_chat, parse_reply
 from ..config import InspectConfig, JudgeConfig
-from .common import mean, pixels, progress
+from .common import Images, mean, pixels, progress
 
 
-def vlm_score(originals, anonymized, judge: JudgeConfig | str | None = None) -> dict:
+def vlm_score(originals: Images, anonymized: Images, judge: JudgeConfig | str | None = None) -> dict:
     """The judge's 0-100 ANONYMIZATION_SCORE for each pair, shown side by side (original left); higher = harder
     to link. `unreadable` counts pairs whose request failed or whose answer had no score. `judge` is a JudgeConfig
     or a model id loaded in this process (default: the paper's judge)."""
@@ -26,7 +26,7 @@ def vlm_score(originals, anonymized, judge: JudgeConfig | str | None = None) -> 
 
 
 def read_text(
-    pictures, reader: str | JudgeConfig = "ocr", min_confidence: float = InspectConfig.text_threshold
+    pictures: Images, reader: str | JudgeConfig = "ocr", min_confidence: float = InspectConfig.text_threshold
 ) -> list[str | None]:
     """The text readable in each image ("" when none; None when the image is missing or could not be read).
 
@@ -48,7 +48,7 @@ def read_text(
     ]
 
 
-def list_groups(pictures, judge: JudgeConfig | str | None = None) -> list[list[str] | None]:
+def list_groups(pictures: Images, judge: JudgeConfig | str | None = None) -> list[list[str] | None]:
     """The apparent group of each visible person per image ([] when nobody is visible; None when unreadable)."""
     return _ask(judge, [pixels(p) for p in pictures], prompts.render("demographics"), 256, answers.parse_groups)
 

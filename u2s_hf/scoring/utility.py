@@ -4,17 +4,21 @@ higher is better: the anonymisation kept what the task needs)."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from .. import runtime
 from ..images import ImageError, decode
 from .common import progress
 
+if TYPE_CHECKING:
+    import datasets
+
 PAPER_BACKBONE = "facebook/vit-mae-base"  # the paper's ImageMAE ViT-B/16, self-supervised on ImageNet-1k
 
 
 def train_eval_classifier(
-    train_ds,
-    test_ds,
+    train_ds: datasets.Dataset,
+    test_ds: datasets.Dataset,
     backbone: str = PAPER_BACKBONE,
     mode: str = "linear",
     image_column: str = "image",
