@@ -5,11 +5,12 @@ VENV := .venv
 PIP := $(VENV)/bin/pip install --quiet --constraint constraints.txt
 SAMPLES := samples/photos
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1
-# Tests that need no torch model (answers, images, settings, redaction, detectors, CLI, sources, release folder).
+# Tests that need no torch model (answers, images, settings, redaction, detectors, CLI, sources, release folder,
+# module boundaries).
 FAST_TESTS := tests/test_answers.py tests/test_images.py tests/test_image_fuzz.py tests/test_image_memory.py \
 	tests/test_settings.py tests/test_redact.py tests/test_class_labels.py tests/test_server_backend.py \
 	tests/test_bad_inputs.py tests/test_cli.py tests/test_sources_fail_closed.py tests/test_release_folder.py \
-	tests/test_pipeline.py tests/test_fingerprint.py tests/test_contact_sheet.py
+	tests/test_pipeline.py tests/test_fingerprint.py tests/test_contact_sheet.py tests/test_module_boundaries.py
 
 .PHONY: demo test test-fast quality clean
 

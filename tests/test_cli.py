@@ -127,7 +127,7 @@ def _old_evaluation_config(argv):
     import argparse
 
     from u2s_hf import evaluation, scoring
-    from u2s_hf.config import JudgeConfig
+    from u2s_hf.judge_config import JudgeConfig
 
     run = argparse.ArgumentParser()
     run.add_argument("--original", required=True)

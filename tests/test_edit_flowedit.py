@@ -116,7 +116,7 @@ def test_the_paper_preset_uses_flowedit_with_the_papers_settings():
         settings.n_max,
         settings.n_avg,
         settings.seed,
-    ) == ("flowedit", u2s.config.SD3, "c_priv", "c_llm", 50, 3.5, 13.5, 0, 33, 1, 42)
+    ) == ("flowedit", u2s.pipeline.PAPER_SD3, "c_priv", "c_llm", 50, 3.5, 13.5, 0, 33, 1, 42)
 
 
 def test_the_working_resolution_defaults_to_sd3s_native_size():

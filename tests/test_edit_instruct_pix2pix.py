@@ -123,7 +123,7 @@ def test_the_paper_ip2p_preset(pipeline):
         settings.guidance_scale,
         settings.image_guidance_scale,
         settings.resolution,
-    ) == ("instruct-pix2pix", u2s.config.MAGICBRUSH, "c_edit", 100, 7.5, 1.5, 512)
+    ) == ("instruct-pix2pix", u2s.pipeline.PAPER_MAGICBRUSH, "c_edit", 100, 7.5, 1.5, 512)
 
 
 def test_every_setting_that_changes_the_loaded_model_is_in_its_cache_key(pipeline, rows, monkeypatch):

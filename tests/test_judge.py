@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from u2s_hf import answers, scoring
-from u2s_hf.config import JudgeConfig
+from u2s_hf.judge_config import JudgeConfig
 
 from chat_server import ChatServer
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import u2s_hf as u2s
-from u2s_hf import config, pipeline
+from u2s_hf import pipeline
 from u2s_hf.backends import detectors
 
 import corpus
@@ -184,7 +184,7 @@ def test_a_stage_s_own_settings_change_that_stage_only():
     paper = u2s.preset("paper")
     p = u2s.preset("paper", edit={"model": "m"}, caption={"max_new_tokens": 300})
     assert p.edit == u2s.Edit(editor="flowedit", model="m", source_prior="c_priv", target_prior="c_llm")
-    assert p.caption == u2s.Caption(model=config.VLM, max_new_tokens=300)
+    assert p.caption == u2s.Caption(model=pipeline.PAPER_VLM, max_new_tokens=300)
     assert (p.inspect, p.instruct) == (paper.inspect, paper.instruct)
     mine = u2s.preset("lite", image_column="img", edit={"image_column": "pixels"})  # the stage's own wins
     assert (mine.inspect.config.image_column, mine.edit.config.image_column) == ("img", "pixels")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import u2s_hf as u2s
-from u2s_hf.backends.chat import ChatRequest
+from u2s_hf.backends.request import ChatRequest
 from u2s_hf.backends.server import MAX_ANSWER_BYTES, ServerChat
 
 import corpus

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import u2s_hf as u2s
-from u2s_hf import cli, config, pipeline, runtime
+from u2s_hf import cli, config, judge_config, pipeline, runtime
 from u2s_hf.editors.flowedit import FlowEditSettings
 from u2s_hf.editors.instruct_pix2pix import InstructPix2PixSettings
 
@@ -22,7 +22,7 @@ CONFIGS = {
     config.EditConfig: {},
     InstructPix2PixSettings: {"model": "m"},
     FlowEditSettings: {"model": "m"},
-    config.JudgeConfig: {},
+    judge_config.JudgeConfig: {},
 }
 SERVER = {"backend": "server", "model": "m", "base_url": "http://host/v1"}
 
@@ -64,7 +64,7 @@ def test_every_typed_field_of_every_config_refuses_a_value_of_another_type(confi
         (lambda: u2s.Instruct(model="m", merge="no"), "merge"),
         (lambda: u2s.Instruct(model="m", seed=1.5), "seed"),
         (lambda: u2s.Instruct(**SERVER, timeout=math.inf), "timeout"),
-        (lambda: config.JudgeConfig(trust_remote_code="yes"), "trust_remote_code"),
+        (lambda: judge_config.JudgeConfig(trust_remote_code="yes"), "trust_remote_code"),
     ],
 )
 def test_values_of_the_wrong_type_are_refused(make, name):
@@ -117,7 +117,7 @@ def test_values_out_of_range_are_refused(make, name):
         (lambda: u2s.Caption(model="m", concurrency=2), "concurrency is a setting of backend 'server'"),
         (lambda: u2s.Instruct(model="m", retries=0), "retries is a setting of backend 'server'"),
         (lambda: u2s.Instruct(model="m", base_url="http://host/v1"), "base_url is a setting of backend 'server'"),
-        (lambda: config.JudgeConfig(timeout=5.0), "timeout is a setting of backend 'server'"),
+        (lambda: judge_config.JudgeConfig(timeout=5.0), "timeout is a setting of backend 'server'"),
         (lambda: u2s.Edit(model="m"), "model is a diffusion setting"),
         (lambda: u2s.Edit(steps=10), "steps is a diffusion setting"),
         (lambda: u2s.Edit(seed=1), "seed is a diffusion setting"),
@@ -158,7 +158,7 @@ def test_presets_refuse_them_too():
 
 
 def test_every_preset_builds_and_rebuilds_to_the_same_configs():
-    for name in config.PRESETS:
+    for name in pipeline.PRESETS:
         built = u2s.preset(name)
         again = pipeline._build_preset(built, {})  # rebuilt from dataclasses.asdict, like anonymize() does
         assert [s.config for s in again.stages] == [s.config for s in built.stages], name
@@ -187,7 +187,7 @@ def test_every_preset_builds_and_rebuilds_to_the_same_configs():
         lambda: u2s.Edit(editor="flowedit", model="m", steps=20, n_max=10, n_avg=2, seed=1, text_encoder_3=False),
         lambda: u2s.Edit(editor="instruct-pix2pix", model="m", prior="class", class_column="label", class_names=["a"]),
         lambda: u2s.Instruct(model="m", class_column="label", class_names=["a"], demographics="uniform", seed=2),
-        lambda: config.JudgeConfig.named("judge", "http://host/v1"),
+        lambda: judge_config.JudgeConfig.named("judge", "http://host/v1"),
     ],
 )
 def test_settings_that_apply_are_accepted(make):

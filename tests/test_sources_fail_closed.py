@@ -13,7 +13,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 import u2s_hf as u2s
-from u2s_hf import cli, hub, pipeline, report
+from u2s_hf import cli, pipeline, release_card, report
 from u2s_hf.stages.read import NOT_READ
 
 import corpus
@@ -194,7 +194,7 @@ def test_credentials_in_a_server_url_are_never_written(photos, tmp_path, caplog)
         summary = report.build(safe, chosen, timings, source="custom")
     folder = tmp_path / "release"
     folder.mkdir()
-    hub.write_release(safe, folder, summary)
+    release_card.write_release(safe, folder, summary)
     written = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
     assert b"SECRET" not in written and b"ann:" not in written and "SECRET" not in caplog.text
     assert summary["stages"]["inspect"]["base_url"] == server.base_url
@@ -202,4 +202,4 @@ def test_credentials_in_a_server_url_are_never_written(photos, tmp_path, caplog)
     assert safe["u2s_status"] == ["redacted", "redacted"]
     assert summary["counts"]["all"]["model_failed"] == 2
     assert "a model request failed for 2 rows" in report.summary_line(summary, "out")
-    assert "a model request failed" in hub.dataset_card(summary)
+    assert "a model request failed" in release_card.dataset_card(summary)

@@ -119,7 +119,7 @@ def test_demographics_are_drawn_per_row_deterministically(server):
     again = u2s.Instruct(**settings(server, demographics="uniform", seed=3))
     draws = [uniform.group_for(f"row {i}") for i in range(64)]
     assert draws == [again.group_for(f"row {i}") for i in range(64)]
-    assert set(draws) == set(u2s.config.GROUPS)
+    assert set(draws) == set(u2s.config.DEMOGRAPHIC_GROUPS)
     other_seed = u2s.Instruct(**settings(server, demographics="uniform", seed=4))
     assert draws != [other_seed.group_for(f"row {i}") for i in range(64)]
     own = u2s.Instruct(**settings(server, demographics=["Group A", "Group B"]))

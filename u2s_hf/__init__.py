@@ -1,10 +1,9 @@
 """u2s_hf: privacy-safe image datasets on Hugging Face `datasets` (the Unsafe2Safe method)."""
 
-__version__ = "0.1.0"
-
 from .config import STATUSES, CaptionConfig, EditConfig, InspectConfig, InstructConfig
 from .pipeline import Preset, anonymize, preset
 from .stages import Caption, Edit, Inspect, Instruct
+from .version import __version__
 
 # Ready map functions: ds.map(u2s.inspect, batched=True). inspect/edit: the lite preset (offline, CPU);
 # caption/instruct: the paper preset's models (loaded on first use).

@@ -2,7 +2,8 @@
 strict where a wrong guess would leak, and an ambiguous answer is read on the fail-closed side: a flag is FALSE
 only when the whole answer is one FALSE statement (anything else counts as flagged), a caption answer without a
 public caption, or with a caption section given twice with different text, is an error (never a caption made
-from the raw text), and a judge answer with two different scores is unreadable."""
+from the raw text), and a judge answer with two different scores is unreadable. A request that failed comes back
+from a chat backend as its exception: `parse_reply` makes it an AnswerError whose reason starts with FAILED."""
 
 from __future__ import annotations
 
@@ -29,6 +30,23 @@ _SCORE = re.compile(r"anonymi[sz]ation[\s_-]*score\s*[:=]?\s*(\d{1,3})(?!\d)", r
 
 class AnswerError(ValueError):
     """An answer that cannot be used; the message is short and meant for `u2s_error`."""
+
+
+# How every failed model request starts its reason in `u2s_error` (reports count these rows).
+FAILED = "model request failed"
+
+
+def failure(exc: Exception) -> str:
+    """A short reason for a request that failed."""
+    return f"{FAILED}: {type(exc).__name__}: {exc}"[:200]
+
+
+def parse_reply(reply, parse):
+    """`parse(reply)`; a request that failed (a chat backend returns its exception in place of the answer) raises
+    AnswerError with why."""
+    if isinstance(reply, Exception):
+        raise AnswerError(failure(reply))
+    return parse(reply)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import types
 import typing
 from pathlib import Path
 
-from . import evaluation, evaluation_report, hub, pipeline, report, sources
-from .config import JUDGE, PRESETS, JudgeConfig
+from . import evaluation, evaluation_report, pipeline, release_card, report, sources
+from .judge_config import PAPER_JUDGE, JudgeConfig
 from .release_folder import ReleaseError, ReleaseFolder
 
 
@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("anonymize", help="anonymise a dataset into a release folder")
     run.add_argument("src", help="a folder of images, a save_to_disk folder, a .parquet file, or a Hub id org/name")
     run.add_argument("--out", required=True, help="release folder to write (dataset, report.json, card, sheet)")
-    run.add_argument("--preset", default=pipeline.DEFAULT_PRESET, choices=sorted(PRESETS), help="default: %(default)s")
+    run.add_argument(
+        "--preset", default=pipeline.DEFAULT_PRESET, choices=sorted(pipeline.PRESETS), help="default: %(default)s"
+    )
     run.add_argument("--split", help="only this split (default: every split)")
     run.add_argument("--image-column", help="column with the images (default: the first Image column)")
     run.add_argument("--num-proc", type=_positive, help="worker processes for datasets.map")
@@ -88,7 +90,7 @@ def _anonymize(args) -> int:
             keep_columns=args.keep_columns,
         )
         summary = report.build(safe, chosen, timings, source=source.name, skipped_files=len(source.skipped))
-        hub.write_release(safe, folder.tmp, summary)
+        release_card.write_release(safe, folder.tmp, summary)
         out = folder.commit()
     print(report.summary_line(summary, str(out)))
     return 0
@@ -108,7 +110,7 @@ def _add_evaluate(commands) -> None:
     run.add_argument("--out", default="u2s-evaluation", help="folder for report.json, report.md, tradeoff.png")
     # The judge is a JudgeConfig: two options make it.
     judge = next(f for f in dataclasses.fields(evaluation.EvaluationConfig) if f.name == "judge")
-    run.add_argument("--judge", metavar="ID", help=f"{judge.metadata['help']}: its id (e.g. {JUDGE})")
+    run.add_argument("--judge", metavar="ID", help=f"{judge.metadata['help']}: its id (e.g. {PAPER_JUDGE})")
     run.add_argument("--judge-url", help="OpenAI-compatible server that serves --judge (default: load it here)")
     add_dataclass_options(run, evaluation.EvaluationConfig, skip=("judge",))
 

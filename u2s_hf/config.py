@@ -1,4 +1,4 @@
-"""Stage configurations (small frozen dataclasses) and the named presets built from them."""
+"""Stage configurations (small frozen dataclasses); the named presets built from them live in `pipeline`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .settings import MAX_CELLS, MAX_WHOLE_IMAGE_CELLS, RANGES, Settings  # noqa
 
 STATUSES = ("kept_safe", "edited", "redacted", "dropped", "error")
 # The paper's demographic groups for `Instruct(demographics="uniform")`.
-GROUPS = (
+DEMOGRAPHIC_GROUPS = (
     "White",
     "Black",
     "East Asian",
@@ -141,6 +141,7 @@ class CaptionConfig(ModelSettings):
     max_new_tokens: int = 400
     image_column: str = "image"
     flag_column: str = "privacy_flag"
+    max_pixels: int | None = None  # None: Pillow's current limit (images.decode)
 
     def validate(self):
         object.__setattr__(self, "criteria", freeze_criteria(self.criteria))
@@ -180,7 +181,7 @@ class InstructConfig(ModelSettings):
 
     @property
     def groups(self) -> tuple | None:
-        return GROUPS if self.demographics == "uniform" else self.demographics
+        return DEMOGRAPHIC_GROUPS if self.demographics == "uniform" else self.demographics
 
 
 REDACT = "redact"  # Edit's own fallback, not a diffusion editor: no editor settings
@@ -271,54 +272,6 @@ def _editor_settings(editor: str, given, flat: dict) -> EditorSettings | None:
         return EDITORS[editor][0](**settings)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"Edit(editor={editor!r}): {exc}") from None
-
-
-# The paper's judge (InternVL3.5-8B) in transformers' native format.
-JUDGE = "OpenGVLab/InternVL3_5-8B-HF"
-
-
-@dataclass(frozen=True)
-class JudgeConfig(ModelSettings):
-    """The vision-language model the metrics ask: VLMScore, text reading and apparent demographic groups."""
-
-    backend: str = "vlm"
-    model: str | None = JUDGE
-
-    def validate(self):
-        self._check_model("Judge", "vlm")
-
-    @classmethod
-    def named(cls, model: str, base_url: str | None = None) -> JudgeConfig:
-        """The judge `model`, loaded in this process, or served at `base_url` (an OpenAI-compatible server)."""
-        return cls(backend="server", model=model, base_url=base_url) if base_url else cls(model=model)
-
-
-# The paper's Stage-1 models. InternVL3-8B-hf is the InternVL family in transformers' native format (no
-# trust_remote_code); the paper used InternVL2.5-8B, which only exists as remote code. Revisions are not pinned:
-# pinning needs the full commit hash, which could not be read from here (see the README).
-VLM = "OpenGVLab/InternVL3-8B-hf"
-LLM = "Qwen/Qwen3-4B-Instruct-2507"
-# InstructPix2Pix fine-tuned on MagicBrush (the checkpoint of the MagicBrush paper, epoch 168), in the diffusers
-# format of a community port; the official osunlp release is an original-format .ckpt only.
-MAGICBRUSH = "vinesmsuic/magicbrush-paper"
-SD3 = "stabilityai/stable-diffusion-3-medium-diffusers"
-
-# name -> {stage attribute: config}; the order is the order the stages run in.
-PRESETS: dict[str, dict[str, object]] = {
-    "lite": {"inspect": InspectConfig(), "edit": EditConfig()},
-    "paper": {
-        "inspect": InspectConfig(backend="vlm", model=VLM),
-        "caption": CaptionConfig(model=VLM),
-        "instruct": InstructConfig(model=LLM),
-        "edit": EditConfig(editor="flowedit", model=SD3, source_prior="c_priv", target_prior="c_llm"),
-    },
-    "paper-ip2p": {
-        "inspect": InspectConfig(backend="vlm", model=VLM),
-        "caption": CaptionConfig(model=VLM),
-        "instruct": InstructConfig(model=LLM),
-        "edit": EditConfig(editor="instruct-pix2pix", model=MAGICBRUSH, prior="c_edit"),
-    },
-}
 
 
 def field_names(config_class) -> set[str]:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import datasets
 
 from . import scoring, sources
-from .config import JudgeConfig
+from .judge_config import JudgeConfig
 from .scoring.common import progress
 from .scoring.perceptual import LPIPS_BACKBONES
 
-GROUPS = ("quality", "cheating", "privacy", "utility")
+METRIC_GROUPS = ("quality", "cheating", "privacy", "utility")
 # The method the metrics come from, for the `evaluate` modules' citation.
 CITATION = """@inproceedings{dinh2026unsafe2safe,
   title     = {Unsafe2Safe: Controllable Image Anonymization for Downstream Utility},
@@ -121,7 +121,7 @@ class EvaluationConfig:
 
     groups: tuple[str, ...] = _option(
         ("quality", "cheating", "privacy"),
-        f"comma-separated metric groups from {','.join(GROUPS)}",
+        f"comma-separated metric groups from {','.join(METRIC_GROUPS)}",
         aliases=["--metrics"],
     )
     split: str | None = _option(None, "only this split (default: every split both datasets have, pooled)")
@@ -151,9 +151,9 @@ class EvaluationConfig:
     device: str = _option("cpu", "torch device for CLIP, LPIPS and the classifier")
 
     def __post_init__(self):
-        unknown = set(self.groups) - set(GROUPS)
+        unknown = set(self.groups) - set(METRIC_GROUPS)
         if unknown or not self.groups:
-            raise ValueError(f"unknown metric groups {sorted(unknown)}; choose from {', '.join(GROUPS)}")
+            raise ValueError(f"unknown metric groups {sorted(unknown)}; choose from {', '.join(METRIC_GROUPS)}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs must be a positive integer, not {self.epochs!r}")
 

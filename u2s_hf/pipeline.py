@@ -1,4 +1,4 @@
-"""Presets as ready stage instances, and `anonymize`: the whole chain, cached, resumable, fail closed."""
+"""The named presets, as ready stage instances, and `anonymize`: the whole chain, cached, resumable, fail closed."""
 
 from __future__ import annotations
 
@@ -11,12 +11,38 @@ from collections.abc import Mapping
 import datasets
 
 from . import runtime
-from .config import PRESETS
+from .config import CaptionConfig, EditConfig, InspectConfig, InstructConfig
 from .stages import Caption, Edit, Inspect, Instruct
 from .stages.read import ReadImages, holds_paths
 
 logger = logging.getLogger("u2s_hf")
 
+# The paper's Stage-1 models. InternVL3-8B-hf is the InternVL family in transformers' native format (no
+# trust_remote_code); the paper used InternVL2.5-8B, which only exists as remote code. Revisions are not pinned:
+# pinning needs the full commit hash, which could not be read from here (see the README).
+PAPER_VLM = "OpenGVLab/InternVL3-8B-hf"
+PAPER_LLM = "Qwen/Qwen3-4B-Instruct-2507"
+# InstructPix2Pix fine-tuned on MagicBrush (the checkpoint of the MagicBrush paper, epoch 168), in the diffusers
+# format of a community port; the official osunlp release is an original-format .ckpt only.
+PAPER_MAGICBRUSH = "vinesmsuic/magicbrush-paper"
+PAPER_SD3 = "stabilityai/stable-diffusion-3-medium-diffusers"
+
+# name -> {stage attribute: config}; the order is the order the stages run in.
+PRESETS: dict[str, dict[str, object]] = {
+    "lite": {"inspect": InspectConfig(), "edit": EditConfig()},
+    "paper": {
+        "inspect": InspectConfig(backend="vlm", model=PAPER_VLM),
+        "caption": CaptionConfig(model=PAPER_VLM),
+        "instruct": InstructConfig(model=PAPER_LLM),
+        "edit": EditConfig(editor="flowedit", model=PAPER_SD3, source_prior="c_priv", target_prior="c_llm"),
+    },
+    "paper-ip2p": {
+        "inspect": InspectConfig(backend="vlm", model=PAPER_VLM),
+        "caption": CaptionConfig(model=PAPER_VLM),
+        "instruct": InstructConfig(model=PAPER_LLM),
+        "edit": EditConfig(editor="instruct-pix2pix", model=PAPER_MAGICBRUSH, prior="c_edit"),
+    },
+}
 STAGE_CLASSES = {"inspect": Inspect, "caption": Caption, "instruct": Instruct, "edit": Edit}
 DEFAULT_PRESET = "lite"
 # Settings that mean the same thing in every stage that has them (which columns hold what, the pixel guard, threads,

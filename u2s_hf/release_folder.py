@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 
 MARKER = ".u2s-release"
 PARTIAL = ".u2s-partial"

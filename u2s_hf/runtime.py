@@ -13,7 +13,7 @@ from pathlib import Path
 import xxhash
 from datasets.fingerprint import Hasher
 
-from . import __version__
+from .version import __version__
 
 logger = logging.getLogger("u2s_hf")
 

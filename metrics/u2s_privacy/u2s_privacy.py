@@ -4,7 +4,7 @@ VLMScore)."""
 import evaluate
 
 from u2s_hf import evaluation
-from u2s_hf.config import JudgeConfig
+from u2s_hf.judge_config import JudgeConfig
 
 _DESCRIPTION = """The privacy metrics of Unsafe2Safe (CVPR 2026) between each original and its anonymised image:
 FaceSim (insightface embeddings: per original face, cosine to its best match in the anonymised image; lower is

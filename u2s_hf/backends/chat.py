@@ -1,23 +1,16 @@
-"""What a Stage-1 stage asks a language model: a prompt, maybe an image, and a token budget."""
+"""The chat model a stage's settings name: loaded in this process (`local`) or behind a server (`server`), once per
+process and shared. Requests are `request.ChatRequest`s; answers are read by `u2s_hf.answers`."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
 import xxhash
 
-from .. import answers, runtime
+from .. import runtime
 from ..config import public_url
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    prompt: str
-    image: np.ndarray | None = None  # RGB, for vision-language models
-    max_new_tokens: int = 64
+from .request import ChatRequest
 
 
 def load_chat(settings, rank=None) -> Callable[[list[ChatRequest]], list]:
@@ -55,19 +48,3 @@ def load_chat(settings, rank=None) -> Callable[[list[ChatRequest]], list]:
         ),
     )
     return functools.partial(model.complete, batch_size=settings.batch_size, image_max_side=settings.image_max_side)
-
-
-# How every failed model request starts its reason in `u2s_error` (reports count these rows).
-FAILED = "model request failed"
-
-
-def failure(exc: Exception) -> str:
-    """A short reason for a request that failed."""
-    return f"{FAILED}: {type(exc).__name__}: {exc}"[:200]
-
-
-def parse_reply(reply, parse):
-    """`parse(reply)`; a request that failed (its exception in place of the answer) raises AnswerError with why."""
-    if isinstance(reply, Exception):
-        raise answers.AnswerError(failure(reply))
-    return parse(reply)

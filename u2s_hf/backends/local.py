@@ -8,7 +8,7 @@ from __future__ import annotations
 from PIL import Image
 
 from .. import images, runtime
-from .chat import ChatRequest
+from .request import ChatRequest
 
 
 class LocalChat:

@@ -15,7 +15,7 @@ import json
 import os
 
 from .. import images
-from .chat import ChatRequest
+from .request import ChatRequest
 
 MAX_ANSWER_BYTES = 4 << 20  # a chat completion is a few KB; a bigger body is a broken or hostile server
 

@@ -10,8 +10,9 @@ import numpy as np
 from PIL import Image
 
 from .. import answers, prompts, runtime
-from ..backends.chat import ChatRequest, load_chat, parse_reply
-from ..config import InspectConfig, JudgeConfig
+from ..backends.chat import ChatRequest, load_chat
+from ..config import InspectConfig
+from ..judge_config import JudgeConfig
 from .common import Images, mean, pixels, progress
 
 
@@ -60,7 +61,7 @@ def _ask(judge: JudgeConfig | str | None, pixels: list, prompt: str, max_new_tok
     results: list = [None] * len(pixels)
     for i, reply in zip(rows, replies, strict=True):
         try:
-            results[i] = parse_reply(reply, parse)
+            results[i] = answers.parse_reply(reply, parse)
         except answers.AnswerError as error:
             runtime.logger.warning("judge answer for row %d not used: %s", i, error)
     return results

@@ -13,12 +13,14 @@ import datasets
 import pyarrow as pa
 from datasets.features.features import encode_nested_example
 
-from .. import answers, runtime
-from ..backends.chat import parse_reply
-from ..config import public_settings
+from .. import answers, images, runtime
+from ..answers import parse_reply
+from ..config import STATUSES, public_settings
 
-STATUS = datasets.Value("string")
-ERROR = datasets.Value("string")
+# What happened to a row (`u2s_status`; None: nothing yet) and why (`u2s_error`), written by every stage.
+KEPT_SAFE, EDITED, REDACTED, DROPPED, ERROR = STATUSES
+OUTCOME_FEATURES = {"u2s_status": datasets.Value("string"), "u2s_error": datasets.Value("string")}
+REASON_LIMIT = 200  # the longest `u2s_error`; `shorten` is the one place that cuts a reason
 DETECTIONS = datasets.List(
     {
         "label": datasets.Value("string"),
@@ -109,14 +111,83 @@ def require(batch, name: str, stage: str) -> list:
     return list(batch[name])
 
 
-def read_replies(rows, replies, parse, statuses, errors) -> dict:
+class Outcome:
+    """The fail-closed bookkeeping of one batch: each row's `u2s_status` and `u2s_error`, kept in one place.
+
+    Built from the batch's incoming u2s_status/u2s_error (None where the dataset has none). An earlier error always
+    stays: a row that failed in an earlier stage is still an error row, and any new reason is written after the
+    earlier one. `fresh=True` (a stage that decides every row anew, like Inspect) clears every other earlier status
+    and reason. Every reason goes through `shorten`, so no stage cuts reasons by hand.
+    """
+
+    def __init__(self, batch, n: int, fresh: bool = False):
+        self.statuses = column(batch, "u2s_status", n)
+        self.errors = column(batch, "u2s_error", n)
+        for i, status in enumerate(self.statuses):
+            if status == ERROR:
+                self.errors[i] = self.errors[i] or ERROR  # an error row always says why, if only "error"
+            elif fresh:
+                self.statuses[i] = self.errors[i] = None
+
+    def failed(self, i: int) -> bool:
+        return self.statuses[i] == ERROR
+
+    def fail(self, i: int, reason: str):
+        """Row i is an error row, with `reason` after any earlier one."""
+        self._set(i, ERROR, reason)
+
+    def done(self, i: int, status: str, reason: str | None = None):
+        """Row i leaves as `status` (EDITED, REDACTED or DROPPED; `reason` after any earlier one), or KEPT_SAFE,
+        which clears the reason: a row kept as it was has nothing to explain."""
+        if status not in STATUSES or status == ERROR:
+            raise ValueError(f"not a final status: {status!r} (use fail() for errors)")
+        if status == KEPT_SAFE:
+            self.statuses[i], self.errors[i] = status, None
+        else:
+            self._set(i, status, reason)
+
+    def note(self, i: int, reason: str):
+        """A reason on row i that does not change its status (e.g. an answer that was counted as flagged)."""
+        self.errors[i] = shorten(join_errors(self.errors[i], reason))
+
+    def decode(self, i: int, value, max_pixels: int | None, max_side: int | None = None):
+        """Row i's pixels (shrunk to `max_side` if given), or None with the row failed with the decoder's reason.
+
+        A row that had already failed keeps its earlier reason alone: it explains why there is no image (e.g. the
+        file was not read)."""
+        try:
+            rgb = images.decode(value, max_pixels)
+        except images.ImageError as exc:
+            if not self.failed(i):
+                self.fail(i, str(exc))
+            return None
+        return images.resize_to_max_side(rgb, max_side)[0] if max_side else rgb
+
+    def columns(self) -> dict:
+        """{"u2s_status": [...], "u2s_error": [...]}, for the stage's output."""
+        return {"u2s_status": self.statuses, "u2s_error": self.errors}
+
+    def _set(self, i, status, reason):
+        self.statuses[i], self.errors[i] = status, shorten(join_errors(self.errors[i], reason))
+
+
+def shorten(reason: str | None, limit: int = REASON_LIMIT) -> str | None:
+    """`reason` in at most `limit` characters: a longer one keeps its start (what failed first) and its end (what
+    was done about it), with "..." between."""
+    if reason is None or len(reason) <= limit:
+        return reason
+    head = (limit - 3) * 2 // 3
+    return f"{reason[:head]}...{reason[head + 3 - limit :]}"
+
+
+def read_replies(rows, replies, parse, outcome: Outcome) -> dict:
     """{row: parse(reply)}; a failed request or an unusable answer turns its row into an error row instead."""
     parsed = {}
     for i, reply in zip(rows, replies, strict=True):
         try:
             parsed[i] = parse_reply(reply, parse)
         except answers.AnswerError as exc:
-            statuses[i], errors[i] = "error", join_errors(errors[i], str(exc))
+            outcome.fail(i, str(exc))
     return parsed
 
 

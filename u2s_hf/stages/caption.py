@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datasets
 
-from .. import answers, images, prompts, runtime
+from .. import answers, prompts, runtime
 from ..backends.chat import ChatRequest, load_chat
 from ..config import CaptionConfig
 from ..criteria import criteria_text
-from .base import ERROR, STATUS, Stage, column, read_replies, require
+from .base import OUTCOME_FEATURES, Outcome, Stage, column, read_replies, require
 
 
 class Caption(Stage):
@@ -28,33 +28,28 @@ class Caption(Stage):
                 "privacy_review": datasets.List(text),
                 "c_priv": text,
                 "c_pub": text,
-                "u2s_status": STATUS,
-                "u2s_error": ERROR,
+                **OUTCOME_FEATURES,
             }
         )
 
-    def __call__(self, batch, rank=None):
+    def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         runtime.exit_with_parent()
         c = self.config
         values = require(batch, c.image_column, "Caption")
         n = len(values)
-        statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
+        outcome = Outcome(batch, n)
         reviews, private, public = [None] * n, [None] * n, [None] * n
         prompt = prompts.render("caption", criteria=criteria_text(c.criteria))
         asked, requests = [], []
         for i, (value, flag) in enumerate(zip(values, column(batch, c.flag_column, n), strict=True)):
-            if flag is False or statuses[i] == "error":
+            if flag is False or outcome.failed(i):
                 continue  # unflagged rows cost nothing; error rows are already failing closed
-            try:
-                # Shrunk now to what the model sees: a batch of full-size photos must not pile up in memory.
-                rgb = images.resize_to_max_side(images.decode(value), c.image_max_side)[0]
+            # Shrunk now to what the model sees: a batch of full-size photos must not pile up in memory.
+            rgb = outcome.decode(i, value, c.max_pixels, c.image_max_side)
+            if rgb is not None:
                 requests.append(ChatRequest(prompt, rgb, c.max_new_tokens))
                 asked.append(i)
-            except images.ImageError as exc:
-                statuses[i], errors[i] = "error", str(exc)
         replies = load_chat(c, rank)(requests) if requests else []
-        for i, captions in read_replies(asked, replies, answers.parse_captions, statuses, errors).items():
+        for i, captions in read_replies(asked, replies, answers.parse_captions, outcome).items():
             reviews[i], private[i], public[i] = captions.review, captions.private, captions.public
-        return self.typed(
-            {"privacy_review": reviews, "c_priv": private, "c_pub": public, "u2s_status": statuses, "u2s_error": errors}
-        )
+        return self.typed({"privacy_review": reviews, "c_priv": private, "c_pub": public, **outcome.columns()})

@@ -10,7 +10,20 @@ import xxhash
 from .. import images, runtime
 from ..config import EditConfig
 from ..editors import EDITORS, redact
-from .base import ERROR, STATUS, LabelError, Stage, class_name, column, join_errors, require
+from .base import (
+    DROPPED,
+    EDITED,
+    KEPT_SAFE,
+    OUTCOME_FEATURES,
+    REDACTED,
+    LabelError,
+    Outcome,
+    Stage,
+    class_name,
+    column,
+    join_errors,
+    require,
+)
 
 NOTHING_LOCATED = "flagged, but no region was located"
 
@@ -29,9 +42,7 @@ class Edit(Stage):
     name = "edit"
 
     def features(self):
-        return datasets.Features(
-            {self.config.output_column: datasets.Image(), "u2s_status": STATUS, "u2s_error": ERROR}
-        )
+        return datasets.Features({self.config.output_column: datasets.Image(), **OUTCOME_FEATURES})
 
     def __repr__(self):
         """The editor, its settings and the stage's settings that differ from their defaults."""
@@ -44,37 +55,37 @@ class Edit(Stage):
                     shown[f.name] = value
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
-    def __call__(self, batch, rank=None):
+    def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         runtime.exit_with_parent()
         c, s = self.config, self.config.editor_settings
         values = require(batch, c.image_column, "Edit")
         n = len(values)
         runtime.configure_threads(c.threads)
         flags, found = column(batch, c.flag_column, n), column(batch, c.detections_column, n)
-        statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
+        outcome = Outcome(batch, n)
         texts = self._texts(batch, n) if s else [None] * n
         keys = column(batch, s.key_column, n) if s and s.key_column else [None] * n
         outputs, pending = [None] * n, {}
         for i, value in enumerate(values):
-            try:
-                rgb = images.decode(value, c.max_pixels)
-            except images.ImageError as exc:  # an earlier stage's reason (e.g. the file was not read) comes first
-                statuses[i], errors[i] = "error", (statuses[i] == "error" and errors[i]) or str(exc)
+            rgb = outcome.decode(i, value, c.max_pixels)  # no pixels: an error row without `safe_image`
+            if rgb is None:
                 continue
-            if flags[i] is False and statuses[i] != "error":
-                outputs[i], statuses[i], errors[i] = images.clean(rgb), "kept_safe", None
-            elif texts[i] and statuses[i] != "error":
+            if flags[i] is False and not outcome.failed(i):
+                outputs[i] = images.clean(rgb)
+                outcome.done(i, KEPT_SAFE)
+            elif texts[i] and not outcome.failed(i):
                 pending[i] = rgb
             else:
-                reason = None if s is None or statuses[i] == "error" else "no prompt to edit with"
-                outputs[i], statuses[i], errors[i] = self._redact(rgb, found[i], join_errors(errors[i], reason))
+                reason = None if s is None or outcome.failed(i) else "no prompt to edit with"
+                outputs[i] = self._redact(outcome, i, rgb, found[i], reason)
         for i, result in self._diffuse(pending, texts, keys, rank).items():
             if isinstance(result, Exception):
-                reason = f"{c.editor} failed ({type(result).__name__}: {result})"[:200]
-                outputs[i], statuses[i], errors[i] = self._redact(pending[i], found[i], join_errors(errors[i], reason))
+                reason = f"{c.editor} failed ({type(result).__name__}: {result})"
+                outputs[i] = self._redact(outcome, i, pending[i], found[i], reason)
             else:
-                outputs[i], statuses[i] = images.clean(result), "edited"
-        return self.typed({c.output_column: outputs, "u2s_status": statuses, "u2s_error": errors})
+                outputs[i] = images.clean(result)
+                outcome.done(i, EDITED)
+        return self.typed({c.output_column: outputs, **outcome.columns()})
 
     def row_seed(self, rgb, key=None) -> int:
         """The seed for one row: from `seed` and the row key (an id, else the pixels), never from its position."""
@@ -119,25 +130,32 @@ class Edit(Stage):
             ),
         )
 
-    def _redact(self, rgb, detections, error):
-        """(image, status, reason) for a flagged row redacted by its detections. Detections that cannot be redacted
-        (malformed, empty or outside the image boxes) or a redaction that leaves a region unchanged fail it, and
-        the whole image is obscured instead."""
+    def _redact(self, outcome, i, rgb, detections, reason):
+        """Flagged row i redacted by its detections: its image (None when dropped), with its status and `reason`
+        (after any earlier one) in `outcome`. Detections that cannot be redacted (malformed, empty or outside the
+        image boxes) or a redaction that leaves a region unchanged fail it, and the whole image is obscured
+        instead."""
         c = self.config
         try:
             boxes = [d.get("box") if isinstance(d, dict) else d for d in detections or []]
             if boxes:
-                return images.clean(redact.redact(rgb, boxes, c.method, c.margin, c.cells)), "redacted", error
+                redacted = images.clean(redact.redact(rgb, boxes, c.method, c.margin, c.cells))
+                outcome.done(i, REDACTED, reason)
+                return redacted
             if c.unlocated == "drop":
-                return None, "dropped", join_errors(error, f"{NOTHING_LOCATED}: dropped")
-            return self._obscured(rgb, join_errors(error, NOTHING_LOCATED))
+                outcome.done(i, DROPPED, join_errors(reason, f"{NOTHING_LOCATED}: dropped"))
+                return None
+            return self._obscured(outcome, i, rgb, join_errors(reason, NOTHING_LOCATED))
         except Exception as exc:  # fail closed: the original pixels must not go out
-            return self._obscured(rgb, join_errors(error, f"redaction failed ({type(exc).__name__}: {exc})"[:200]))
+            failed = f"redaction failed ({type(exc).__name__}: {exc})"
+            return self._obscured(outcome, i, rgb, join_errors(reason, failed))
 
-    def _obscured(self, rgb, error):
+    def _obscured(self, outcome, i, rgb, reason):
         """The whole image obscured; the row is dropped when even that fails or leaves the pixels as they were."""
         try:
             obscured = images.clean(redact.obscure(rgb, self.config.whole_image_cells))
-            return obscured, "redacted", f"{error}: whole image obscured"
         except Exception as exc:
-            return None, "dropped", f"{error}; obscuring failed too ({type(exc).__name__}: {exc}): dropped"[:300]
+            outcome.done(i, DROPPED, f"{reason}; obscuring failed too ({type(exc).__name__}: {exc}): dropped")
+            return None
+        outcome.done(i, REDACTED, f"{reason}: whole image obscured")
+        return obscured

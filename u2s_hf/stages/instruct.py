@@ -8,7 +8,7 @@ import xxhash
 from .. import answers, prompts, runtime
 from ..backends.chat import ChatRequest, load_chat
 from ..config import InstructConfig
-from .base import ERROR, STATUS, LabelError, Stage, class_name, column, join_errors, read_replies, require
+from .base import OUTCOME_FEATURES, LabelError, Outcome, Stage, class_name, column, read_replies, require
 
 
 class Instruct(Stage):
@@ -24,7 +24,7 @@ class Instruct(Stage):
     def features(self):
         text = datasets.Value("string")
         names = ["c_edit", "c_llm"] if self.config.merge else ["c_edit"]
-        return datasets.Features({**dict.fromkeys(names, text), "u2s_status": STATUS, "u2s_error": ERROR})
+        return datasets.Features({**dict.fromkeys(names, text), **OUTCOME_FEATURES})
 
     def group_for(self, key) -> str | None:
         """The demographic group drawn for a row: the same for the same seed and row key, in any process."""
@@ -33,21 +33,20 @@ class Instruct(Stage):
             return None
         return groups[xxhash.xxh64_intdigest(f"{self.config.seed}:{key}".encode()) % len(groups)]
 
-    def __call__(self, batch, rank=None):
+    def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         runtime.exit_with_parent()
         c = self.config
         public = require(batch, "c_pub", "Instruct")
         n = len(public)
-        statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
+        outcome = Outcome(batch, n)
         keys = column(batch, c.key_column, n) if c.key_column else public
-        classes = self._classes(batch, n, public, statuses, errors)
+        classes = self._classes(batch, n, public, outcome)
         complete = load_chat(c, rank)
         asked = [i for i in range(n) if public[i] and (classes[i] is not None or not c.class_column)]
         edits = self._ask(
             complete,
             asked,
-            statuses,
-            errors,
+            outcome,
             "edit instruction",
             lambda i: prompts.render(
                 "instruct", public_caption=public[i], demographics=self._demographic_line(keys[i])
@@ -60,17 +59,16 @@ class Instruct(Stage):
             out["c_llm"] = self._ask(
                 complete,
                 merged,
-                statuses,
-                errors,
+                outcome,
                 "merged caption",
                 lambda i: prompts.render(
                     "merge", public_caption=public[i], edit=edits[i], class_hint=_class_hint(classes[i])
                 ),
                 c.merge_max_new_tokens,
             )
-        return self.typed({**out, "u2s_status": statuses, "u2s_error": errors})
+        return self.typed({**out, **outcome.columns()})
 
-    def _classes(self, batch, n, public, statuses, errors) -> list:
+    def _classes(self, batch, n, public, outcome) -> list:
         """Each row's class name (all None without class_column). A row with a public caption whose label names no
         class becomes an error row with the reason, and is not asked."""
         c = self.config
@@ -79,13 +77,13 @@ class Instruct(Stage):
             try:
                 classes[i] = class_name(value, c.class_names, c.class_column) if public[i] else None
             except LabelError as exc:
-                statuses[i], errors[i] = "error", join_errors(errors[i], str(exc))
+                outcome.fail(i, str(exc))
         return classes
 
-    def _ask(self, complete, rows, statuses, errors, what, prompt_for, max_new_tokens) -> list:
+    def _ask(self, complete, rows, outcome, what, prompt_for, max_new_tokens) -> list:
         replies = complete([ChatRequest(prompt_for(i), None, max_new_tokens) for i in rows]) if rows else []
-        parsed = read_replies(rows, replies, lambda reply: answers.parse_phrase(reply, what), statuses, errors)
-        return [parsed.get(i) for i in range(len(statuses))]
+        parsed = read_replies(rows, replies, lambda reply: answers.parse_phrase(reply, what), outcome)
+        return [parsed.get(i) for i in range(len(outcome.statuses))]
 
     def _demographic_line(self, key) -> str:
         group = self.group_for(key)

@@ -15,7 +15,7 @@ import datasets
 
 from .. import images, runtime
 from ..config import ReadConfig
-from .base import ERROR, STATUS, Stage, column, join_errors, require
+from .base import OUTCOME_FEATURES, Outcome, Stage, require
 
 NOT_READ = "image cell holds only a file path, which this source may not point at: not read"
 
@@ -27,16 +27,14 @@ class ReadImages(Stage):
     name = "read"
 
     def features(self):
-        return datasets.Features(
-            {self.config.image_column: datasets.Image(decode=False), "u2s_status": STATUS, "u2s_error": ERROR}
-        )
+        return datasets.Features({self.config.image_column: datasets.Image(decode=False), **OUTCOME_FEATURES})
 
-    def __call__(self, batch, rank=None):
+    def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         runtime.exit_with_parent()
         c = self.config
         cells = require(batch, c.image_column, "ReadImages")
         n = len(cells)
-        statuses, errors = column(batch, "u2s_status", n), column(batch, "u2s_error", n)
+        outcome = Outcome(batch, n)
         root = os.path.realpath(c.image_root) if c.image_root else None
         for i, cell in enumerate(cells):
             if not isinstance(cell, dict) or cell.get("bytes") is not None or not cell.get("path"):
@@ -44,13 +42,13 @@ class ReadImages(Stage):
             cells[i] = {"bytes": None, "path": None}
             path = os.path.realpath(cell["path"])
             if root is None or os.path.commonpath([root, path]) != root:
-                statuses[i], errors[i] = "error", join_errors(errors[i], NOT_READ)
+                outcome.fail(i, NOT_READ)
                 continue
             try:
                 cells[i] = {"bytes": images.read_file(path), "path": None}
             except images.ImageError as exc:
-                statuses[i], errors[i] = "error", join_errors(errors[i], str(exc))
-        return self.typed({c.image_column: cells, "u2s_status": statuses, "u2s_error": errors})
+                outcome.fail(i, str(exc))
+        return self.typed({c.image_column: cells, **outcome.columns()})
 
 
 def holds_paths(ds: datasets.Dataset, image_column: str) -> bool:

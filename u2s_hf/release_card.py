@@ -1,4 +1,6 @@
-"""The release folder (dataset + report + contact sheet + dataset card draft) and its card."""
+"""What goes into a release folder (dataset + report + contact sheet + dataset card draft), and its card.
+
+`release_folder.ReleaseFolder` checks, locks and moves the folder into place; publishing it is not done here."""
 
 from __future__ import annotations
 
