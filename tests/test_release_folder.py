@@ -202,43 +202,12 @@ def test_evaluate_never_replaces_files_it_did_not_write(src, tmp_path, capsys):
     release = tmp_path / "release"
     assert run(["anonymize", src, "--out", release], capsys)[0] == 0
     written = (release / "report.json").read_text()
-    code, _, err = run(
-        [
-            "evaluate",
-            "--original",
-            src,
-            "--anonymized",
-            release,
-            "--metrics",
-            "cheating",
-            "--no-lpips",
-            "--out",
-            release,
-        ],
-        capsys,
-    )
+    evaluate = ["evaluate", "--original", src, "--anonymized", release, "--metrics", "cheating", "--no-lpips", "--out"]
+    code, _, err = run([*evaluate, release], capsys)
     assert code == 2 and "did not write" in err and "u2s evaluate:" not in err  # refused before any scoring
     assert (release / "report.json").read_text() == written
-    report = tmp_path / "report"
     for _ in range(2):  # its own earlier report may be replaced
-        assert (
-            run(
-                [
-                    "evaluate",
-                    "--original",
-                    src,
-                    "--anonymized",
-                    release,
-                    "--metrics",
-                    "cheating",
-                    "--no-lpips",
-                    "--out",
-                    report,
-                ],
-                capsys,
-            )[0]
-            == 0
-        )
+        assert run([*evaluate, tmp_path / "report"], capsys)[0] == 0
 
 
 def test_the_sample_maker_never_replaces_a_file_it_did_not_write(tmp_path):

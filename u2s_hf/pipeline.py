@@ -247,35 +247,19 @@ def run(
     # Decode inside the stages, not in datasets: a corrupt image must become an error row, not a crashed map.
     ds = ds.cast_column(image_column, datasets.Image(decode=False))
     timings = {}
+    maps = dict(batched=True, batch_size=batch_size, num_proc=num_proc, writer_batch_size=WRITER_BATCH_SIZE)
     if holds_paths(ds, image_column):
         start = time.perf_counter()
         reader = ReadImages(image_column=image_column, image_root=_image_root(ds, image_column, image_root))
         # Never from the cache: the files may have changed since, whatever their names and times say.
-        ds = ds.map(
-            reader,
-            batched=True,
-            batch_size=batch_size,
-            num_proc=num_proc,
-            load_from_cache_file=False,
-            writer_batch_size=WRITER_BATCH_SIZE,
-            desc="u2s read",
-            new_fingerprint=runtime.fingerprint(ds._fingerprint, reader.name, reader.config),
-        )
+        fingerprint = runtime.fingerprint(ds._fingerprint, reader.name, reader.config)
+        ds = ds.map(reader, load_from_cache_file=False, desc="u2s read", new_fingerprint=fingerprint, **maps)
         timings[reader.name] = round(time.perf_counter() - start, 3)
     fingerprint = runtime.fingerprint(ds._fingerprint, runtime.content_digest(ds, image_column))
     for stage in chosen.stages:
         start = time.perf_counter()
         fingerprint = runtime.fingerprint(fingerprint, stage.name, stage.config, batch_size)
-        ds = ds.map(
-            stage,
-            batched=True,
-            batch_size=batch_size,
-            with_rank=True,
-            num_proc=num_proc,
-            writer_batch_size=WRITER_BATCH_SIZE,
-            desc=f"u2s {stage.name}",
-            new_fingerprint=fingerprint,
-        )
+        ds = ds.map(stage, with_rank=True, desc=f"u2s {stage.name}", new_fingerprint=fingerprint, **maps)
         timings[stage.name] = round(time.perf_counter() - start, 3)
     dropped = [name for name in PATH_COLUMNS if name in ds.column_names and name not in keep_columns]
     if not keep_original:
