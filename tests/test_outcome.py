@@ -36,10 +36,6 @@ def earlier(statuses, errors) -> dict:
     return {"u2s_status": statuses, "u2s_error": errors}
 
 
-def test_the_status_constants_are_the_documented_statuses():
-    assert (KEPT_SAFE, EDITED, REDACTED, DROPPED, ERROR) == u2s.STATUSES
-
-
 def test_an_earlier_error_is_kept_and_new_reasons_follow_it():
     outcome = Outcome(earlier(["error", "error", None, "redacted"], ["not read", None, None, "note"]), 4)
     assert outcome.failed(0) and outcome.failed(1) and not outcome.failed(2)
