@@ -135,15 +135,15 @@ def real_ip2p(folder: Path) -> Path:
     return folder
 
 
-def seconds_per_image(editor, batch: int, texts, **settings) -> float:
+def seconds_per_image(editor, batch: int, prompts, **settings) -> float:
     """Seconds per image for one batch of `batch` 512-px images, after a one-image warm-up."""
     images = [np.random.default_rng(i).integers(0, 256, (512, 512, 3), dtype=np.uint8) for i in range(batch)]
     timed = editor.with_settings(dataclasses.replace(editor.settings, **settings))
-    timed.edit(images[:1], texts[:1], [0])  # warm-up: kernels, allocator
+    timed.edit(images[:1], prompts[:1], [0])  # warm-up: kernels, allocator
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
-    timed.edit(images, texts[:1] * batch, list(range(batch)))
+    timed.edit(images, prompts[:1] * batch, list(range(batch)))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / batch
@@ -177,9 +177,9 @@ def main() -> None:
             dict(steps=50, source_guidance=3.5, target_guidance=13.5, n_min=0, n_max=33, n_avg=1),
         ),
     }
-    for name, (editor, texts, settings) in editors.items():
+    for name, (editor, prompts, settings) in editors.items():
         for batch in args.batches:
-            seconds = seconds_per_image(editor, batch, texts, **settings)
+            seconds = seconds_per_image(editor, batch, prompts, **settings)
             print(f"  {name:32s} batch {batch:2d}: {seconds:7.3f} s per image")
 
 

@@ -24,10 +24,10 @@ def test_class_name_reads_only_labels_that_name_a_class():
         class_name(1, None, "label")
 
 
-def test_edit_texts_leave_rows_with_a_bad_label_without_a_prompt():
-    edit = u2s.Edit(editor="instruct-pix2pix", model="m", prior="class", class_column="label", class_names=NAMES)
+def test_edit_prompts_leave_rows_with_a_bad_label_without_a_prompt():
+    edit = u2s.Edit(editor="instruct-pix2pix", model="m", prompt="class", class_column="label", class_names=NAMES)
     labels = [0, 1, -1, 2, None, True, "dog"]
-    assert edit._texts({"label": labels}, len(labels)) == [
+    assert edit._prompts({"label": labels}, len(labels)) == [
         "A realistic image of cat.",
         "A realistic image of officer.",
         None,
@@ -39,12 +39,12 @@ def test_edit_texts_leave_rows_with_a_bad_label_without_a_prompt():
     flow = u2s.Edit(
         editor="flowedit",
         model="m",
-        source_prior="c_priv",
-        target_prior="class",
+        source_prompt="c_priv",
+        target_prompt="class",
         class_column="label",
         class_names=NAMES,
     )
-    assert flow._texts({"label": [1, -1], "c_priv": ["a man", "a man"]}, 2) == [
+    assert flow._prompts({"label": [1, -1], "c_priv": ["a man", "a man"]}, 2) == [
         ("a man", "A realistic image of officer."),
         None,
     ]
@@ -71,7 +71,7 @@ def test_edit_redacts_flagged_rows_whose_label_names_no_class():
         ),
     )
     edit = u2s.Edit(
-        editor="instruct-pix2pix", model="no/such-model", prior="class", class_column="label", class_names=NAMES
+        editor="instruct-pix2pix", model="no/such-model", prompt="class", class_column="label", class_names=NAMES
     )
     out = ds.map(edit, batched=True)
     assert out["u2s_status"] == ["redacted", "redacted", "redacted", "kept_safe"]

@@ -15,14 +15,14 @@ import corpus
 
 @dataclass(frozen=True)
 class InvertSettings(EditorSettings):
-    """prior: "c_edit", the column whose text a row needs. seed: 0. strength: 1.0 (how far towards the inverse)."""
+    """prompt: "c_edit", the column whose text a row needs. seed: 0. strength: 1.0 (how far towards the inverse)."""
 
-    prior: str = "c_edit"
+    prompt: str = "c_edit"
     seed: int | None = 0
     strength: float = 1.0
 
-    def text_columns(self) -> tuple[str, ...]:
-        return (self.prior,)
+    def prompt_columns(self) -> tuple[str, ...]:
+        return (self.prompt,)
 
 
 LOADS = []
@@ -34,8 +34,8 @@ class Invert(Editor):
         LOADS.append((settings.model, device))
         return cls(None, settings, device)
 
-    def edit(self, images, texts, seeds):
-        assert all(isinstance(text, str) for text in texts) and len(seeds) == len(images)
+    def edit(self, images, prompts, seeds):
+        assert all(isinstance(prompt, str) for prompt in prompts) and len(seeds) == len(images)
         s = self.settings.strength
         return [(im * (1 - s) + (255 - im.astype(float)) * s).astype(np.uint8) for im in images]
 

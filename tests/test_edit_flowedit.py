@@ -57,7 +57,7 @@ def test_flagged_rows_are_edited_repeatably_and_independently_of_batching(pipeli
         assert (changed > 5) if name in ("astronaut", "grace_hopper") else (changed == 0), name
     again = pixels_of(rows.map(editor(pipeline), batched=True, batch_size=1, load_from_cache_file=False))
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
-    for changed in (editor(pipeline, seed=7), editor(pipeline, target_prior="c_priv")):
+    for changed in (editor(pipeline, seed=7), editor(pipeline, target_prompt="c_priv")):
         other = pixels_of(rows.map(changed, batched=True))
         assert not np.array_equal(other[0], first[0]) and np.array_equal(other[1], first[1])
 
@@ -77,7 +77,7 @@ def test_one_step_matches_a_direct_recomputation(flow, photos):
     rgb = np.asarray(photos["astronaut"].resize((64, 64)))
     with torch.inference_mode():
         x = flow.encode([Image.fromarray(rgb)])
-        source, target = flow.prompts(["a person"]), flow.prompts(["a tall man"])
+        source, target = flow.encode_prompts(["a person"]), flow.encode_prompts(["a tall man"])
         edited = flow.edit_latents(
             x,
             source,
@@ -107,8 +107,8 @@ def test_the_paper_preset_uses_flowedit_with_the_papers_settings():
     assert (
         edit.editor,
         settings.model,
-        settings.source_prior,
-        settings.target_prior,
+        settings.source_prompt,
+        settings.target_prompt,
         settings.steps,
         settings.source_guidance,
         settings.target_guidance,

@@ -54,8 +54,8 @@ def test_results_are_repeatable_and_do_not_depend_on_batching(pipeline, rows):
     again = pixels_of(rows.map(editor(pipeline), batched=True, batch_size=1, load_from_cache_file=False))
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     other_seed = pixels_of(rows.map(editor(pipeline, seed=1), batched=True))
-    other_prior = pixels_of(rows.map(editor(pipeline, prior="c_pub"), batched=True))
-    for changed in (other_seed, other_prior):
+    other_prompt = pixels_of(rows.map(editor(pipeline, prompt="c_pub"), batched=True))
+    for changed in (other_seed, other_prompt):
         assert not np.array_equal(changed[0], first[0]) and np.array_equal(changed[1], first[1])
 
 
@@ -78,7 +78,7 @@ def test_class_prior_and_missing_prompts(pipeline, rows, monkeypatch):
         return original(self, images, prompts, *args, **kwargs)
 
     monkeypatch.setattr(InstructPix2Pix, "edit", spy)
-    rows.map(editor(pipeline, prior="class", class_column="label", class_names=["cat", "officer"]), batched=True)
+    rows.map(editor(pipeline, prompt="class", class_column="label", class_names=["cat", "officer"]), batched=True)
     assert seen == ["A realistic image of officer."] * 2
     blank = rows.remove_columns("c_edit").add_column("c_edit", [None] * 4)
     out = blank.map(editor(pipeline), batched=True)
@@ -105,7 +105,7 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="needs model"):
         u2s.Edit(editor="instruct-pix2pix")
     with pytest.raises(ValueError, match="class_column"):
-        u2s.Edit(editor="instruct-pix2pix", model="m", prior="class")
+        u2s.Edit(editor="instruct-pix2pix", model="m", prompt="class")
     with pytest.raises(ValueError, match="unknown"):
         u2s.Edit(editor="sdedit", model="m")
     with pytest.raises(ValueError, match="n_min <= n_max <= steps"):
@@ -118,7 +118,7 @@ def test_the_paper_ip2p_preset(pipeline):
     assert (
         edit.editor,
         settings.model,
-        settings.prior,
+        settings.prompt,
         settings.steps,
         settings.guidance_scale,
         settings.image_guidance_scale,

@@ -183,7 +183,7 @@ def test_a_setting_that_means_different_things_must_name_its_stage(photos):
 def test_a_stage_s_own_settings_change_that_stage_only():
     paper = u2s.preset("paper")
     p = u2s.preset("paper", edit={"model": "m"}, caption={"max_new_tokens": 300})
-    assert p.edit == u2s.Edit(editor="flowedit", model="m", source_prior="c_priv", target_prior="c_llm")
+    assert p.edit == u2s.Edit(editor="flowedit", model="m", source_prompt="c_priv", target_prompt="c_llm")
     assert p.caption == u2s.Caption(model=pipeline.PAPER_VLM, max_new_tokens=300)
     assert (p.inspect, p.instruct) == (paper.inspect, paper.instruct)
     mine = u2s.preset("lite", image_column="img", edit={"image_column": "pixels"})  # the stage's own wins

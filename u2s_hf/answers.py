@@ -37,8 +37,8 @@ FAILED = "model request failed"
 
 
 def failure(exc: Exception) -> str:
-    """A short reason for a request that failed."""
-    return f"{FAILED}: {type(exc).__name__}: {exc}"[:200]
+    """The reason for a request that failed (Outcome shortens reasons that are too long)."""
+    return f"{FAILED}: {type(exc).__name__}: {exc}"
 
 
 def parse_reply(reply, parse):

@@ -192,11 +192,12 @@ class EditConfig(Settings):
     """Rewrite flagged rows: with a diffusion editor, else by redaction.
 
     editor "redact" (default): obscure each detected region (grown by `margin` of its size on every side) with
-    `method`. editor "instruct-pix2pix" / "flowedit" (editors.EDITORS): that editor's settings, given flat like the
-    others (`Edit(editor="flowedit", model=..., steps=20)`) and kept as `editor_settings` (their defaults and
-    meaning: editors.instruct_pix2pix.InstructPix2PixSettings, editors.flowedit.FlowEditSettings). A setting of
-    another editor is refused by name whatever its value; with "redact" every editor setting is refused (one given
-    as None counts as not given). A row the editor cannot handle is redacted instead.
+    the redaction `method` (pixelate, blur, fill, inpaint). editor "instruct-pix2pix" / "flowedit"
+    (editors.EDITORS): that editor's settings, given flat like the others (`Edit(editor="flowedit", model=...,
+    steps=20)`) and kept as `editor_settings` (their defaults and meaning:
+    editors.instruct_pix2pix.InstructPix2PixSettings, editors.flowedit.FlowEditSettings). A setting of another
+    editor is refused by name whatever its value; with "redact" every editor setting is refused (one given as None
+    counts as not given). A row the editor cannot handle is redacted instead.
     Flagged rows with no region to redact are obscured whole (`unlocated="obscure"`) or dropped ("drop"), and so are
     rows whose regions are unusable (malformed, empty, outside the image) or that redaction left unchanged.
     `cells` is at most MAX_CELLS (8) and `whole_image_cells` at most MAX_WHOLE_IMAGE_CELLS (16).
@@ -204,7 +205,7 @@ class EditConfig(Settings):
 
     editor: str = REDACT
     editor_settings: EditorSettings | None = None  # None for "redact"
-    method: str = "pixelate"  # pixelate | blur | fill | inpaint
+    method: str = "pixelate"  # the redaction method: pixelate | blur | fill | inpaint
     margin: float = 0.25
     cells: int = 8  # pixelate: cells across a region's longer side, 1..MAX_CELLS (8 removes identity; see above)
     whole_image_cells: int = 16  # pixelate cells across the longer side when a whole image is obscured (<= 16)

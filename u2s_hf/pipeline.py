@@ -34,13 +34,13 @@ PRESETS: dict[str, dict[str, object]] = {
         "inspect": InspectConfig(backend="vlm", model=PAPER_VLM),
         "caption": CaptionConfig(model=PAPER_VLM),
         "instruct": InstructConfig(model=PAPER_LLM),
-        "edit": EditConfig(editor="flowedit", model=PAPER_SD3, source_prior="c_priv", target_prior="c_llm"),
+        "edit": EditConfig(editor="flowedit", model=PAPER_SD3, source_prompt="c_priv", target_prompt="c_llm"),
     },
     "paper-ip2p": {
         "inspect": InspectConfig(backend="vlm", model=PAPER_VLM),
         "caption": CaptionConfig(model=PAPER_VLM),
         "instruct": InstructConfig(model=PAPER_LLM),
-        "edit": EditConfig(editor="instruct-pix2pix", model=PAPER_MAGICBRUSH, prior="c_edit"),
+        "edit": EditConfig(editor="instruct-pix2pix", model=PAPER_MAGICBRUSH, prompt="c_edit"),
     },
 }
 STAGE_CLASSES = {"inspect": Inspect, "caption": Caption, "instruct": Instruct, "edit": Edit}

@@ -1,8 +1,8 @@
 """What Edit calls on flagged rows: the diffusion editors, found by name here, and `redact`, its own fallback.
 
 Adding an editor: one module in this package with its frozen settings (a subclass of `base.EditorSettings`: its
-defaults, each said in its docstring, its checks, `text_columns()`, `LOAD_SETTINGS`) and its class (a subclass of
-`base.Editor`: `from_pretrained(settings, device)`, `edit(images, texts, seeds)`), plus one line below. Then
+defaults, each said in its docstring, its checks, `prompt_columns()`, `LOAD_SETTINGS`) and its class (a subclass of
+`base.Editor`: `from_pretrained(settings, device)`, `edit(images, prompts, seeds)`), plus one line below. Then
 `Edit(editor=NAME, **settings)` takes exactly those settings, refuses the other editors' by name, and keys the
 model cache and the dataset cache on them; stages/edit.py needs no change.
 """

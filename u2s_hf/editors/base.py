@@ -14,8 +14,9 @@ import numpy as np
 
 from ..settings import Settings
 
-# The text columns an editor can read per row; "class" is "A realistic image of <class>." from `class_column`.
-PRIORS = ("c_priv", "c_pub", "c_edit", "c_llm", "class")
+# Where a row's prompt can come from: the paper's text priors, the columns the earlier stages write, or "class"
+# ("A realistic image of <class>." from `class_column`).
+PROMPT_SOURCES = ("c_priv", "c_pub", "c_edit", "c_llm", "class")
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ class EditorSettings(Settings):
     class_column / class_names: where the "class" text comes from; integer labels need their names.
 
     A subclass adds `seed` (Edit draws each row's seed from it and the row key), its other settings (usually `steps`
-    and `resolution`), and says every default in its docstring. It answers `text_columns()` (the columns a row's
-    text entry is read from) and lists what changes the loaded model in `LOAD_SETTINGS` (the per-process cache key).
+    and `resolution`), and says every default in its docstring. It answers `prompt_columns()` (the columns a row's
+    prompt is read from) and lists what changes the loaded model in `LOAD_SETTINGS` (the per-process cache key).
     A field that allows None but defaults to a value (`steps: int | None = 100`) takes that value when given None.
     """
 
@@ -55,9 +56,9 @@ class EditorSettings(Settings):
             object.__setattr__(self, "class_names", tuple(self.class_names))
         super().__post_init__()
 
-    def text_columns(self) -> tuple[str, ...]:
-        """The columns (among PRIORS) each row's text entry is read from, in order: one column gives a str per row,
-        several a tuple. A row missing any of them is not edited (it is redacted instead)."""
+    def prompt_columns(self) -> tuple[str, ...]:
+        """The columns (among PROMPT_SOURCES) each row's prompt is read from, in order: one column gives a str per
+        row, several a tuple. A row missing any of them is not edited (it is redacted instead)."""
         raise NotImplementedError
 
     def load_key(self) -> tuple:
@@ -69,11 +70,11 @@ class EditorSettings(Settings):
             raise ValueError(f"{type(self).__name__} needs model=... (a Hub id or a local folder)")
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ValueError("dtype must be auto, bfloat16, float16 or float32")
-        columns = self.text_columns()
-        if any(c not in PRIORS for c in columns):
-            raise ValueError(f"priors must be among {', '.join(PRIORS)}")
+        columns = self.prompt_columns()
+        if any(c not in PROMPT_SOURCES for c in columns):
+            raise ValueError(f"prompts must come from {', '.join(PROMPT_SOURCES)}")
         if "class" in columns and not self.class_column:
-            raise ValueError("a 'class' prior needs class_column=...")
+            raise ValueError("a 'class' prompt needs class_column=...")
         if getattr(self, "resolution", 8) < 8:
             raise ValueError("resolution must be >= 8")
 
@@ -83,8 +84,8 @@ class Editor:
 
     - `from_pretrained(settings, device)`: load the model `settings` name on `device` ("cpu", "cuda:0"); what is
       loaded depends only on `settings.load_key()`, so Edit keeps one per load key and device in each process.
-    - `edit(images, texts, seeds) -> images`: RGB uint8 arrays (H, W, 3) in, arrays of the same sizes out, one text
-      entry (see `EditorSettings.text_columns`) and one seed per row; a row's result must not depend on the other
+    - `edit(images, prompts, seeds) -> images`: RGB uint8 arrays (H, W, 3) in, arrays of the same sizes out, one
+      prompt (see `EditorSettings.prompt_columns`) and one seed per row; a row's result must not depend on the other
       rows of the batch. The other settings (steps, guidance, ...) come from `self.settings`.
     - `check()`: raise when the loaded model no longer is what its settings describe. Edit calls it before every
       batch, outside the row-by-row retry, so such an error stops the map instead of redacting every row.
@@ -98,7 +99,7 @@ class Editor:
     def from_pretrained(cls, settings: EditorSettings, device: str) -> Editor:
         raise NotImplementedError
 
-    def edit(self, images: list[np.ndarray], texts: list, seeds: list[int]) -> list[np.ndarray]:
+    def edit(self, images: list[np.ndarray], prompts: list, seeds: list[int]) -> list[np.ndarray]:
         raise NotImplementedError
 
     def check(self) -> None:

@@ -26,8 +26,8 @@ class FlowEditSettings(EditorSettings):
     """FlowEdit settings (with those of every editor: model, revision, dtype, cpu_offload, batch_size, key_column,
     class_column, class_names; see EditorSettings). Defaults are the paper's, except `resolution`:
 
-    source_prior: "c_priv", target_prior: "c_llm"; the columns of the source and target texts (c_priv, c_pub,
-    c_edit, c_llm, or "class").
+    source_prompt: "c_priv", target_prompt: "c_llm"; the columns of the source and target prompts (the paper's text
+    priors: c_priv, c_pub, c_edit, c_llm, or "class").
     steps: 50 (None: 50). source_guidance: 3.5. target_guidance: 13.5. n_min: 0, n_max: 33 (the last n_max steps
     edit; the last n_min of them plainly sample the target). n_avg: 1 noise draw per step. seed: 42 (None: 42).
     resolution: 1024, SD3's native size (the FlowEdit reference runs SD3 at the image's own size, its examples at
@@ -37,8 +37,8 @@ class FlowEditSettings(EditorSettings):
 
     LOAD_SETTINGS = (*EditorSettings.LOAD_SETTINGS, "text_encoder_3")
 
-    source_prior: str = "c_priv"
-    target_prior: str = "c_llm"
+    source_prompt: str = "c_priv"
+    target_prompt: str = "c_llm"
     steps: int | None = 50
     source_guidance: float = 3.5
     target_guidance: float = 13.5
@@ -49,8 +49,8 @@ class FlowEditSettings(EditorSettings):
     resolution: int = 1024
     text_encoder_3: bool = True
 
-    def text_columns(self) -> tuple[str, ...]:
-        return (self.source_prior, self.target_prior)
+    def prompt_columns(self) -> tuple[str, ...]:
+        return (self.source_prompt, self.target_prompt)
 
     def validate(self):
         super().validate()
@@ -59,7 +59,7 @@ class FlowEditSettings(EditorSettings):
 
 
 class FlowEdit(Editor):
-    """Edits each row from its source text to its target text, a (source, target) pair per row."""
+    """Edits each row from its source prompt to its target prompt, a (source, target) pair per row."""
 
     settings: FlowEditSettings
 
@@ -82,8 +82,8 @@ class FlowEdit(Editor):
     def multiple(self) -> int:
         return self.pipe.vae_scale_factor * self.pipe.transformer.config.patch_size
 
-    def edit(self, images: list[np.ndarray], texts: list[tuple[str, str]], seeds: list[int]) -> list[np.ndarray]:
-        """Edited images, each the size of its input; `texts` are (source, target) prompts per row."""
+    def edit(self, images: list[np.ndarray], prompts: list[tuple[str, str]], seeds: list[int]) -> list[np.ndarray]:
+        """Edited images, each the size of its input; `prompts` are (source, target) per row."""
         import torch
 
         s = self.settings
@@ -99,8 +99,8 @@ class FlowEdit(Editor):
         for size, rows in pipelines.by_fit_size(images, s.resolution, self.multiple).items():
             with torch.inference_mode():
                 x_src = self.encode([pipelines.at_size(images[i], size) for i in rows])
-                source = self.prompts([texts[i][0] for i in rows])
-                target = self.prompts([texts[i][1] for i in rows])
+                source = self.encode_prompts([prompts[i][0] for i in rows])
+                target = self.encode_prompts([prompts[i][1] for i in rows])
                 generators = [torch.Generator("cpu").manual_seed(seeds[i]) for i in rows]
                 edited = self.decode(self.edit_latents(x_src, source, target, generators, **flow))
             for i, rgb in zip(rows, edited, strict=True):
@@ -129,25 +129,25 @@ class FlowEdit(Editor):
             pixels = vae.decode(latents / vae.config.scaling_factor + vae.config.shift_factor, return_dict=False)[0]
         return [np.asarray(im) for im in self.pipe.image_processor.postprocess(pixels, output_type="pil")]
 
-    def prompts(self, texts: list[str]):
+    def encode_prompts(self, prompts: list[str]):
         """(embeds, pooled) with the unconditional half first, ready for a CFG batch."""
         import torch
 
         embeds, negative, pooled, negative_pooled = self.pipe.encode_prompt(
-            prompt=texts,
+            prompt=prompts,
             prompt_2=None,
             prompt_3=None,
             device=self.device,
             do_classifier_free_guidance=True,
-            negative_prompt=[""] * len(texts),
+            negative_prompt=[""] * len(prompts),
         )
         return torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
 
-    def velocity(self, z, t, prompts, guidance: float):
+    def velocity(self, z, t, encoded, guidance: float):
         """The guided velocity at latent `z` and scheduler timestep `t`."""
         import torch
 
-        embeds, pooled = prompts
+        embeds, pooled = encoded
         both = self.pipe.transformer(
             hidden_states=torch.cat([z, z]),
             timestep=t.expand(2 * len(z)),

@@ -18,7 +18,8 @@ class InstructPix2PixSettings(EditorSettings):
     """InstructPix2Pix settings (with those of every editor: model, revision, dtype, cpu_offload, batch_size,
     key_column, class_column, class_names; see EditorSettings). Defaults are the paper's:
 
-    prior: "c_edit"; the column with each row's instruction: c_priv, c_pub, c_edit, c_llm, or "class".
+    prompt: "c_edit"; the column with each row's instruction (the paper's text prior): c_priv, c_pub, c_edit, c_llm,
+    or "class".
     steps: 100 (None: 100). guidance_scale: 7.5 (text). image_guidance_scale: 1.5. seed: 0 (None: 0).
     resolution: 512, the paper's size: the image is fit inside it by its longest side.
     safe_attention: False. True adds Safe Cross Attention with its trained weights, read from
@@ -28,7 +29,7 @@ class InstructPix2PixSettings(EditorSettings):
 
     LOAD_SETTINGS = (*EditorSettings.LOAD_SETTINGS, "safe_attention")
 
-    prior: str = "c_edit"
+    prompt: str = "c_edit"
     steps: int | None = 100
     guidance_scale: float = 7.5
     image_guidance_scale: float = 1.5
@@ -36,9 +37,9 @@ class InstructPix2PixSettings(EditorSettings):
     resolution: int = 512
     safe_attention: bool | str = False
 
-    def text_columns(self) -> tuple[str, ...]:
+    def prompt_columns(self) -> tuple[str, ...]:
         """The instruction; with Safe Cross Attention also the public caption and the edit it attends to."""
-        return (self.prior, "c_pub", "c_edit") if self.safe_attention else (self.prior,)
+        return (self.prompt, "c_pub", "c_edit") if self.safe_attention else (self.prompt,)
 
     def validate(self):
         if isinstance(self.safe_attention, str) and self.safe_attention != "untrained":
@@ -72,10 +73,10 @@ class InstructPix2Pix(Editor):
         if self.settings.safe_attention:
             safe_attention_module.check_safe_attention(self.pipe.unet)
 
-    def edit(self, images: list[np.ndarray], texts: list, seeds: list[int]) -> list[np.ndarray]:
+    def edit(self, images: list[np.ndarray], prompts: list, seeds: list[int]) -> list[np.ndarray]:
         """Edited images, each the size of its input. Rows of one size run as one batch, each with its own seed.
 
-        `texts` holds the instruction per row; with Safe Cross Attention, (instruction, public caption, edit).
+        `prompts` holds the instruction per row; with Safe Cross Attention, (instruction, public caption, edit).
         """
         import torch
 
@@ -89,24 +90,24 @@ class InstructPix2Pix(Editor):
                 guidance_scale=s.guidance_scale,
                 image_guidance_scale=s.image_guidance_scale,
                 generator=[torch.Generator("cpu").manual_seed(seeds[i]) for i in rows],
-                **self._conditioning([texts[i] for i in rows]),
+                **self._conditioning([prompts[i] for i in rows]),
             ).images
             for i, edited in zip(rows, result, strict=True):
                 out[i] = pipelines.back_to(edited, images[i])
         return out
 
-    def _conditioning(self, texts) -> dict:
+    def _conditioning(self, prompts) -> dict:
         """The prompt; with Safe Cross Attention, the instruction's tokens followed by the public caption's and the
         edit's (the processor splits them), and, for the two unconditional guidance rows, the empty text's tokens in
         all three places: there the safe branch sees empty texts (see `safe_attention`)."""
         if not self.settings.safe_attention:
-            return {"prompt": list(texts)}
+            return {"prompt": list(prompts)}
         import torch
 
-        parts = list(zip(*texts, strict=True))
+        parts = list(zip(*prompts, strict=True))
         with torch.inference_mode():
             conditional = torch.cat([self._encode(list(p)) for p in parts], dim=1)
-            unconditional = self._encode([""] * len(texts)).repeat(1, len(parts), 1)
+            unconditional = self._encode([""] * len(prompts)).repeat(1, len(parts), 1)
         return {"prompt_embeds": conditional, "negative_prompt_embeds": unconditional}
 
     def _encode(self, texts: list[str]):

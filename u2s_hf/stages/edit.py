@@ -63,7 +63,7 @@ class Edit(Stage):
         runtime.configure_threads(c.threads)
         flags, found = column(batch, c.flag_column, n), column(batch, c.detections_column, n)
         outcome = Outcome(batch, n)
-        texts = self._texts(batch, n) if s else [None] * n
+        prompts = self._prompts(batch, n) if s else [None] * n
         keys = column(batch, s.key_column, n) if s and s.key_column else [None] * n
         outputs, pending = [None] * n, {}
         for i, value in enumerate(values):
@@ -73,12 +73,12 @@ class Edit(Stage):
             if flags[i] is False and not outcome.failed(i):
                 outputs[i] = images.clean(rgb)
                 outcome.done(i, KEPT_SAFE)
-            elif texts[i] and not outcome.failed(i):
+            elif prompts[i] and not outcome.failed(i):
                 pending[i] = rgb
             else:
                 reason = None if s is None or outcome.failed(i) else "no prompt to edit with"
                 outputs[i] = self._redact(outcome, i, rgb, found[i], reason)
-        for i, result in self._diffuse(pending, texts, keys, rank).items():
+        for i, result in self._diffuse(pending, prompts, keys, rank).items():
             if isinstance(result, Exception):
                 reason = f"{c.editor} failed ({type(result).__name__}: {result})"
                 outputs[i] = self._redact(outcome, i, pending[i], found[i], reason)
@@ -92,26 +92,26 @@ class Edit(Stage):
         key = str(key).encode() if key is not None else xxhash.xxh64_digest(rgb.tobytes())
         return xxhash.xxh64_intdigest(f"{self.config.editor_settings.seed}:".encode() + key) % 2**63
 
-    def _texts(self, batch, n) -> list:
-        """Per row, the editor's text entry from the columns its settings name (`text_columns()`): the text, or a
-        tuple of texts when it reads several; None when one is missing."""
-        columns = [self._column(batch, n, name) for name in self.config.editor_settings.text_columns()]
+    def _prompts(self, batch, n) -> list:
+        """Per row, the editor's prompt from the columns its settings name (`prompt_columns()`): the text, or a
+        tuple when it reads several; None when one is missing."""
+        columns = [self._column(batch, n, name) for name in self.config.editor_settings.prompt_columns()]
         entries = zip(*columns, strict=True)
         return [(entry[0] if len(entry) == 1 else entry) if all(entry) else None for entry in entries]
 
     def _column(self, batch, n, name) -> list:
         s = self.config.editor_settings
         if name == "class":
-            texts = []
+            prompts = []
             for value in column(batch, s.class_column, n):
                 try:
-                    texts.append(f"A realistic image of {class_name(value, s.class_names, s.class_column)}.")
+                    prompts.append(f"A realistic image of {class_name(value, s.class_names, s.class_column)}.")
                 except LabelError:  # a missing or unknown label: this row has no prompt, so it is redacted instead
-                    texts.append(None)
-            return texts
+                    prompts.append(None)
+            return prompts
         return column(batch, name, n)
 
-    def _diffuse(self, pending: dict, texts, keys, rank) -> dict:
+    def _diffuse(self, pending: dict, prompts, keys, rank) -> dict:
         """{row: edited pixels or the exception}; a failing batch is retried row by row."""
         if not pending:
             return {}
@@ -125,7 +125,7 @@ class Edit(Stage):
             s.batch_size,
             lambda rows: editor.edit(
                 [pending[i] for i in rows],
-                [texts[i] for i in rows],
+                [prompts[i] for i in rows],
                 [self.row_seed(pending[i], keys[i]) for i in rows],
             ),
         )
