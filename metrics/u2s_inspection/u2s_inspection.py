@@ -1,9 +1,11 @@
 """u2s_inspection: Stage 1's privacy flag against VISPR-style attribute labels (precision, recall, F1)."""
 
+from typing import ClassVar
+
 import datasets
 import evaluate
 
-from u2s_hf import evaluation, scoring
+from u2s_hf import evaluation, metric_module, scoring
 
 _DESCRIPTION = """Precision, recall and F1 of a binary privacy flag (private = positive) against VISPR-style attribute
 labels, where an image is safe iff its only label is a0_safe: the Stage-1 check of Unsafe2Safe (CVPR 2026). Scored
@@ -14,7 +16,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: the privacy flag per image (bool, e.g. the privacy_flag column).
     references: the attribute labels per image (lists of strings like "a9_face_complete" or "a0_safe").
-Init args (through evaluate.load): groups ({name: [attribute ids]}, default the paper's groups).
+Settings (evaluate.load or compute): groups ({name: [attribute ids]}, default the paper's groups).
 Returns:
     {"all": {...}, "<group>": {...}} with precision, recall and f1 (None where undefined) and, per group, images
     (how many of its images are private).
@@ -22,10 +24,8 @@ Returns:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class U2sInspection(evaluate.Metric):
-    def __init__(self, groups: dict | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.groups = scoring.PAPER_GROUPS if groups is None else groups
+class U2sInspection(metric_module.U2sMetric):
+    SETTINGS: ClassVar[dict] = {"groups": None}  # None: the paper's groups
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -37,5 +37,8 @@ class U2sInspection(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references):
-        return scoring.inspection_scores(predictions, references, groups=self.groups)
+    def _compute(self, predictions, references, **settings):
+        groups = self.settings_for(settings)["groups"]
+        return scoring.inspection_scores(
+            predictions, references, groups=scoring.PAPER_GROUPS if groups is None else groups
+        )

@@ -1,10 +1,14 @@
 """u2s_privacy: what is left to link an anonymised image to its original (FaceSim, TextSim, race entropy,
 VLMScore)."""
 
+from typing import ClassVar
+
 import evaluate
 
-from u2s_hf import evaluation
+from u2s_hf import evaluation, metric_module
+from u2s_hf.backends.chat import load_chat
 from u2s_hf.judge_config import JudgeConfig
+from u2s_hf.scoring.faces import load_face_model
 
 _DESCRIPTION = """The privacy metrics of Unsafe2Safe (CVPR 2026) between each original and its anonymised image:
 FaceSim (insightface embeddings: per original face, cosine to its best match in the anonymised image; lower is
@@ -17,7 +21,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: anonymised images (PIL images, paths, bytes or {"bytes", "path"} dicts).
     references: the original images, in the same order.
-Init args (through evaluate.load): face_model (insightface pack, default "antelopev2"), face_root (folder holding
+Settings (evaluate.load or compute): face_model (insightface pack, default "antelopev2"), face_root (folder holding
     models/<face_model>/), text_reader ("ocr": RapidOCR, offline; "judge": the judge VLM, the paper's way), judge (a
     VLM id, e.g. "OpenGVLab/InternVL3_5-8B-HF"; without one race entropy and VLMScore are None), judge_url (an
     OpenAI-compatible server serving the judge; default: load it in this process).
@@ -28,23 +32,14 @@ Returns:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class U2sPrivacy(evaluate.Metric):
-    def __init__(
-        self,
-        face_model: str = "antelopev2",
-        face_root: str | None = None,
-        text_reader: str = "ocr",
-        judge: str | None = None,
-        judge_url: str | None = None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.settings = {
-            "face_model": face_model,
-            "face_root": face_root,
-            "text_reader": text_reader,
-            "judge": JudgeConfig.named(judge, judge_url) if judge else None,
-        }
+class U2sPrivacy(metric_module.U2sMetric):
+    SETTINGS: ClassVar[dict] = {
+        "face_model": "antelopev2",
+        "face_root": None,
+        "text_reader": "ocr",
+        "judge": None,
+        "judge_url": None,
+    }
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -54,5 +49,18 @@ class U2sPrivacy(evaluate.Metric):
             features=evaluation.image_pair_features(),
         )
 
-    def _compute(self, predictions, references):
-        return evaluation.privacy(references, predictions, **self.settings)
+    def load_models(self, settings):
+        load_face_model(settings["face_model"], settings["face_root"])
+        judge = _judge(settings)
+        if judge is not None:
+            load_chat(judge)
+
+    def _compute(self, predictions, references, **settings):
+        s = self.settings_for(settings)
+        return evaluation.privacy(
+            references, predictions, s["face_model"], s["face_root"], s["text_reader"], judge=_judge(s)
+        )
+
+
+def _judge(settings) -> JudgeConfig | None:
+    return JudgeConfig.named(settings["judge"], settings["judge_url"]) if settings["judge"] else None

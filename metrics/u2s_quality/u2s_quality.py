@@ -1,9 +1,12 @@
 """u2s_quality: does the anonymised image still show what its public caption says? (CLIP score, higher is better)"""
 
+from typing import ClassVar
+
 import datasets
 import evaluate
 
-from u2s_hf import evaluation, scoring
+from u2s_hf import evaluation, metric_module, scoring
+from u2s_hf.scoring.clip import load_clip
 
 _DESCRIPTION = """Cosine similarity between each anonymised image and its public caption (c_pub) under a CLIP model,
 averaged over the pairs: the quality metric of Unsafe2Safe (CVPR 2026). The default model is the paper's CLIP
@@ -13,7 +16,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: anonymised images (PIL images, paths, bytes or {"bytes", "path"} dicts).
     references: the public caption of each image (strings).
-Init args (through evaluate.load): clip_model (open_clip id: "ARCH/PRETRAINED", "hf-hub:org/name" or
+Settings (evaluate.load or compute): clip_model (open_clip id: "ARCH/PRETRAINED", "hf-hub:org/name" or
     "local-dir:/path"), device.
 Returns:
     clip_score: mean cosine over the scored pairs (None when none could be scored),
@@ -22,10 +25,8 @@ Returns:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class U2sQuality(evaluate.Metric):
-    def __init__(self, clip_model: str = scoring.PAPER_CLIP, device: str = "cpu", **kwargs):
-        super().__init__(**kwargs)
-        self.clip_model, self.device = clip_model, device
+class U2sQuality(metric_module.U2sMetric):
+    SETTINGS: ClassVar[dict] = {"clip_model": scoring.PAPER_CLIP, "device": "cpu"}
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -37,5 +38,9 @@ class U2sQuality(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references):
-        return scoring.clip_score(predictions, references, model=self.clip_model, device=self.device)
+    def load_models(self, settings):
+        load_clip(settings["clip_model"], settings["device"])
+
+    def _compute(self, predictions, references, **settings):
+        s = self.settings_for(settings)
+        return scoring.clip_score(predictions, references, model=s["clip_model"], device=s["device"])

@@ -1,9 +1,11 @@
 """u2s_utility: is an anonymised train split still useful? Train on it, test on the ORIGINAL test split."""
 
+from typing import ClassVar
+
 import datasets
 import evaluate
 
-from u2s_hf import evaluation, scoring
+from u2s_hf import evaluation, metric_module, scoring
 
 _DESCRIPTION = """Top-1 accuracy of an image classifier trained on the anonymised train split and tested on the
 original test split: the classification utility metric of Unsafe2Safe (CVPR 2026). The default recipe is the
@@ -16,7 +18,7 @@ Args:
     references: their class labels (ints or strings).
     test_images: the ORIGINAL test images.
     test_labels: their class labels.
-Init args (through evaluate.load): backbone (Hub id or folder), mode ("linear" or "finetune"), epochs, batch_size,
+Settings (evaluate.load or compute): backbone (Hub id or folder), mode ("linear" or "finetune"), epochs, batch_size,
     grad_accum, lr, randaugment, seed, device.
 Returns:
     accuracy (None when no test row could be scored), per_image (the predicted label per test image), skipped_train,
@@ -25,32 +27,20 @@ Returns:
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class U2sUtility(evaluate.Metric):
-    def __init__(
-        self,
-        backbone: str = scoring.PAPER_BACKBONE,
-        mode: str = "linear",
-        epochs: int = 100,
-        batch_size: int = 64,
-        grad_accum: int = 4,
-        lr: float = 5e-4,
-        randaugment: bool = True,
-        seed: int = 0,
-        device: str | None = None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.settings = {
-            "backbone": backbone,
-            "mode": mode,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "grad_accum": grad_accum,
-            "lr": lr,
-            "randaugment": randaugment,
-            "seed": seed,
-            "device": device,
-        }
+class U2sUtility(metric_module.U2sMetric):
+    """The classifier is trained afresh on every call (training changes its weights): nothing to load up front."""
+
+    SETTINGS: ClassVar[dict] = {
+        "backbone": scoring.PAPER_BACKBONE,
+        "mode": "linear",
+        "epochs": 100,
+        "batch_size": 64,
+        "grad_accum": 4,
+        "lr": 5e-4,
+        "randaugment": True,
+        "seed": 0,
+        "device": None,
+    }
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -63,9 +53,9 @@ class U2sUtility(evaluate.Metric):
             ],
         )
 
-    def _compute(self, predictions, references, test_images, test_labels):
+    def _compute(self, predictions, references, test_images, test_labels, **settings):
         return scoring.train_eval_classifier(
-            _labelled(predictions, references), _labelled(test_images, test_labels), **self.settings
+            _labelled(predictions, references), _labelled(test_images, test_labels), **self.settings_for(settings)
         )
 
 

@@ -23,7 +23,7 @@ def clip_score(
 
     if len(images) != len(texts):
         raise ValueError(f"{len(images)} images for {len(texts)} texts")
-    clip, preprocess, tokenizer = _load(model, device)
+    clip, preprocess, tokenizer = load_clip(model, device)
     scores: list = [None] * len(texts)
     captioned = [i for i, text in enumerate(texts) if text]
     for start in progress(range(0, len(captioned), batch_size), "CLIP score", unit="batch"):
@@ -41,7 +41,9 @@ def clip_score(
     return {"clip_score": mean(scores), "per_image": scores}
 
 
-def _load(model: str, device: str):
+def load_clip(model: str, device: str):
+    """The open_clip (model, preprocess, tokenizer), loaded once per process and device."""
+
     def load():
         import open_clip
 

@@ -1,4 +1,5 @@
-"""What every metric shares: images that cannot be read score None (never a crash), and means skip None."""
+"""What every metric shares: images that cannot be read score None (never a crash), means skip None, and every mean
+says how many items it is over (`counted`)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,11 @@ def progress(iterable=None, desc: str = "", total: int | None = None, unit: str 
 def mean(values) -> float | None:
     defined = [v for v in values if v is not None]
     return float(np.mean(defined)) if defined else None
+
+
+def counted(name: str, values) -> dict:
+    """`{name: mean, name_scored: items scored, name_missing: items not scored (None)}`: a mean over 3 of 1,000
+    rows must not pass for a mean over 1,000."""
+    values = list(values)
+    scored = sum(v is not None for v in values)
+    return {name: mean(values), f"{name}_scored": scored, f"{name}_missing": len(values) - scored}

@@ -18,7 +18,7 @@ def face_similarity(originals: Images, anonymized: Images, model: str = "antelop
     faces that still have a detected face overlapping them (IoU >= 0.3) in the anonymised image. `model`/`root`
     follow insightface's `root/models/<model>` layout; any model pack works.
     """
-    app = _analysis(model, root)
+    app = load_face_model(model, root)
     matched, retained, per_image, original_faces = [], 0, [], 0
     for original, edited in progress(zip(originals, anonymized, strict=True), "FaceSim", len(originals)):
         before = _faces(app, original)
@@ -37,7 +37,9 @@ def face_similarity(originals: Images, anonymized: Images, model: str = "antelop
     }
 
 
-def _analysis(model: str, root: str | None):
+def load_face_model(model: str, root: str | None):
+    """insightface's FaceAnalysis (detection + recognition) for `model`, loaded once per process."""
+
     def load():
         from insightface.app import FaceAnalysis
 

