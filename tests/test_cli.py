@@ -151,7 +151,7 @@ def _old_evaluation_config(argv):
     run.add_argument("--train-split", default="train")
     run.add_argument("--test-split", default="test")
     run.add_argument("--backbone", default=scoring.PAPER_BACKBONE)
-    run.add_argument("--mode", default="linear", choices=("linear", "finetune"))
+    run.add_argument("--mode", default="finetune", choices=("finetune", "linear"))
     run.add_argument("--epochs", type=cli._positive, default=100)
     run.add_argument("--device", default="cpu")
     args = run.parse_args(argv)

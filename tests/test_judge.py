@@ -44,7 +44,7 @@ def test_vlm_score_sees_the_pair_side_by_side_and_reports_unreadable_answers(ser
         judge=_judge(server),
     )
     assert out["per_image"] == [0, 85, None, None, None]
-    assert out["vlm_score"] == pytest.approx(42.5) and out["unreadable"] == 1
+    assert out["vlm_score"] == pytest.approx(42.5) and out["unreadable"] == 1 and out["image_unreadable"] == 2
     first = server.requests[0]["messages"][-1]["content"]
     assert any(part["type"] == "image_url" for part in first)
     assert len(server.requests) == 3  # the missing and the undecodable pairs are never sent
@@ -56,7 +56,8 @@ def test_read_text_and_list_groups_with_a_judge(server, photos):
     assert scoring.read_text(pictures, judge) == ["COMO HOPPER", "", None]
     groups = scoring.list_groups(pictures, judge)
     assert groups == [["White", "Asian", "martian"], [], None]
-    assert scoring.race_labels_to_counts(groups) == {"White": 1, "Black": 0, "Asian": 1, "Hispanic": 0, "Other": 1}
+    # "martian" names no group: it counts for nothing (not as Other)
+    assert scoring.race_labels_to_counts(groups) == {"White": 1, "Black": 0, "Asian": 1, "Hispanic": 0, "Other": 0}
 
 
 def test_read_text_offline_with_rapidocr(photos):
@@ -69,7 +70,7 @@ def test_read_text_offline_with_rapidocr(photos):
 def test_a_failing_judge_gives_none_not_scores(photos):
     with ChatServer(lambda prompt, image: 500) as server:
         out = scoring.vlm_score([photos["astronaut"]], [photos["coffee"]], judge=_judge(server))
-    assert out == {"vlm_score": None, "per_image": [None], "unreadable": 1}
+    assert out == {"vlm_score": None, "per_image": [None], "unreadable": 1, "image_unreadable": 0}
 
 
 @pytest.mark.parametrize(
@@ -90,4 +91,4 @@ def test_a_judge_given_by_id_runs_in_this_process(photos, tmp_path):
 
     model = tiny_models.vlm(tmp_path / "judge", "ANONYMIZATION_SCORE: 55")
     out = scoring.vlm_score([photos["astronaut"]], [photos["coffee"]], judge=str(model))
-    assert out == {"vlm_score": 55, "per_image": [55], "unreadable": 0}
+    assert out == {"vlm_score": 55, "per_image": [55], "unreadable": 0, "image_unreadable": 0}

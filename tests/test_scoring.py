@@ -30,7 +30,7 @@ def test_ssim_equals_scikit_image_and_resizes_to_the_original(photos):
 def test_ssim_is_none_where_undefined(photos):
     tiny = Image.new("RGB", (1, 1))
     out = scoring.ssim([photos["coffee"], tiny], [None, tiny])
-    assert out == {"ssim": None, "per_image": [None, None]}
+    assert out == {"ssim": None, "ssim_scored": 0, "ssim_missing": 2, "per_image": [None, None]}
 
 
 def test_text_similarity_on_rendered_text_pairs():
@@ -53,7 +53,7 @@ def test_race_entropy_on_hand_made_counts():
         scoring.race_entropy({"Martian": 1})
 
 
-def test_race_labels_outside_the_set_count_as_other():
+def test_race_labels_of_groups_outside_the_five_count_as_other():
     counts = scoring.race_labels_to_counts([["white", "Asian"], ["Middle Eastern"], [], None])
     assert counts == {"White": 1, "Black": 0, "Asian": 1, "Hispanic": 0, "Other": 1}
 
@@ -70,7 +70,7 @@ def test_inspection_scores_on_a_hand_written_label_set():
     flags = [True, True, False, True, False, False]
     scores = scoring.inspection_scores(flags, labels)
     # all: positives are rows 1, 2, 3, 5; flagged 0, 1, 3 -> tp 2, fp 1, fn 2
-    assert scores["all"] == {"precision": 2 / 3, "recall": 0.5, "f1": pytest.approx(4 / 7)}
+    assert scores["all"] == {"precision": 2 / 3, "recall": 0.5, "f1": pytest.approx(4 / 7), "images": 4, "negatives": 2}
     # face: rows 1, 2 (positives) with safe rows 0, 4 -> tp 1, fp 1, fn 1
     assert scores["face"]["precision"] == 0.5 and scores["face"]["recall"] == 0.5 and scores["face"]["images"] == 2
     assert scores["opinion"]["recall"] == 0.0 and scores["opinion"]["f1"] == 0.0
@@ -107,7 +107,14 @@ def test_a_pixelated_face_is_not_retained(photos, vectron):
 
     safe = u2s.anonymize(corpus.image_dataset({"astronaut": photos["astronaut"]}))[0]["safe_image"]
     out = scoring.face_similarity([photos["astronaut"], photos["coffee"]], [safe, None], model="vectron", root=vectron)
-    assert out == {"face_similarity": None, "face_retention": 0.0, "per_image": [None, None]}
+    assert out == {
+        "face_similarity": None,
+        "face_retention": 0.0,
+        "faces_scored": 0,
+        "faces_total": 1,
+        "face_unreadable": 1,  # the missing output: not a face removed
+        "per_image": [None, None],
+    }
 
 
 def test_clip_score_with_a_tiny_open_clip_model(photos, tmp_path):
@@ -198,4 +205,5 @@ def test_an_unreadable_image_scores_none_and_the_rest_still_score(photos, vectro
     out = scoring.face_similarity(
         [photos["astronaut"], junk], [junk, photos["astronaut"]], model="vectron", root=vectron
     )
-    assert out["per_image"] == [None, None] and out["face_retention"] == 0.0
+    assert out["per_image"] == [None, None] and out["face_unreadable"] == 2
+    assert out["face_retention"] is None and out["faces_total"] == 0  # an unread side is no evidence either way

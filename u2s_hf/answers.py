@@ -25,7 +25,21 @@ _LABEL = re.compile(
     r"\s*:\s*",
     re.IGNORECASE,
 )
-_SCORE = re.compile(r"anonymi[sz]ation[\s_-]*score\s*[:=]?\s*(\d{1,3})(?!\d)", re.IGNORECASE)
+# An answer (or list item) saying that nobody is visible: "NONE", "No people are visible", "There is no one".
+_NOBODY = re.compile(
+    r"none(?:\s+visible)?|nobody\b.*|no[\s-]?one\b.*|(?:there\s+(?:are|is)\s+)?no\s+(?:visible\s+)?"
+    r"(?:people|persons?|humans?|individuals?|faces?)\b.*",
+    re.IGNORECASE,
+)
+# A score statement: the number as written (sign, digits, separators) and what follows on its line, up to the
+# next statement.
+_SCORE = re.compile(
+    r"anonymi[sz]ation[\s_-]*score\s*[:=]?\s*([-+]?\d(?:[\d.,]*\d)?)((?:(?!anonymi[sz]ation[\s_-]*score)[^\n])*)",
+    re.IGNORECASE,
+)
+_SCORE_NUMBER = re.compile(r"\d+(?:\.\d+)?")  # 85, 7.5; not 1,000, 7,5, 1.2.3 or a signed number
+# A scale on the score's line ("/10", "out of 10", "on a scale of 0-10", "(scale 1 to 10)"): only 100 is the score's.
+_SCALE = re.compile(r"(?:/|\bout\s+of\b|\bscale\b)\s*(?:of\s+)?(?:[01]\s*(?:-|–|to)\s*)?(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
 class AnswerError(ValueError):
@@ -105,9 +119,19 @@ def parse_phrase(text: str, what: str = "answer") -> str:
     return phrase
 
 
-def parse_score(text: str) -> int:
-    """The judge's 0-100 ANONYMIZATION_SCORE; two different scores in one answer make it unreadable."""
-    scores = {int(score) for score in _SCORE.findall(_MARKDOWN.sub("", text or ""))}
+def parse_score(text: str) -> float:
+    """The judge's 0-100 ANONYMIZATION_SCORE (7.5 is 7.5). Read on the unreadable side: two different scores, a
+    number that is not plainly one value in 0..100 ("1,000", "7,5", "1e2", "-5", "140") or one given on another
+    scale ("7.5/10", "8 out of 10", "7 (scale 0-10)") make the answer unreadable; "85/100", "85 out of 100" and
+    "85%" are 85."""
+    scores = set()
+    for number, rest in _SCORE.findall(_MARKDOWN.sub("", text or "")):
+        said = (number + rest).strip()[:60]
+        if any(float(scale) != 100 for scale in _SCALE.findall(rest)):
+            raise AnswerError(f"ANONYMIZATION_SCORE given on another scale than 0-100: {said!r}")
+        if not _SCORE_NUMBER.fullmatch(number) or rest[:1].isalnum() or rest[:1] == "_":
+            raise AnswerError(f"ANONYMIZATION_SCORE is not one number between 0 and 100: {said!r}")
+        scores.add(float(number))
     if len(scores) > 1:
         raise AnswerError(f"two different ANONYMIZATION_SCORE values in the answer: {sorted(scores)}")
     if len(scores) != 1 or not 0 <= min(scores) <= 100:
@@ -141,10 +165,12 @@ def parse_text(text: str) -> str:
 
 
 def parse_groups(text: str) -> list[str]:
-    """One apparent group per listed person; [] when nobody is visible. "Person 1: White" and "White, Asian" are
-    read too. Words outside the set are kept as said (`race_labels_to_counts` counts them as Other)."""
+    """One label per listed person, as said (markdown, bullets, a "Person 1:" lead and a trailing period removed);
+    [] when nobody is visible ("NONE", "No people are visible.", "Nobody"). "White, Asian" is two people. Which
+    group a label names (if any) is read in one place, `scoring.privacy.race_category`; a label that names none
+    ("I cannot determine") is kept here and counted as unparsed there."""
     groups = []
     for line in (text or "").splitlines():
         line = _BULLET.sub("", _MARKDOWN.sub("", line)).rsplit(":", 1)[-1]
-        groups += [group.strip().rstrip(".") for group in line.split(",")]
-    return [group for group in groups if group and group.upper() != "NONE"]
+        groups += [group.strip().rstrip(".").strip() for group in line.split(",")]
+    return [group for group in groups if group and not _NOBODY.fullmatch(group)]

@@ -8,16 +8,20 @@ and tested on the original test split.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import datasets
 
 from . import scoring, sources
+from .evaluation_report import COLUMNS
 from .judge_config import JudgeConfig
 from .scoring.common import progress
 from .scoring.perceptual import LPIPS_BACKBONES
 
 METRIC_GROUPS = ("quality", "cheating", "privacy", "utility")
+# The scores a run can have (the report's columns): a run that has none of them scored nothing.
+SCORES = tuple(key for key, _ in COLUMNS)
 # The method the metrics come from, for the `evaluate` modules' citation.
 CITATION = """@inproceedings{dinh2026unsafe2safe,
   title     = {Unsafe2Safe: Controllable Image Anonymization for Downstream Utility},
@@ -40,17 +44,28 @@ def cheating(
     lpips_net: str = "vgg",
     lpips_backbone: str = "auto",
     device: str = "cpu",
+    ssim_gaussian: bool = False,
 ) -> dict:
-    """SSIM (lower = more changed) and LPIPS (higher = more changed); LPIPS is None when switched off."""
-    ssim = scoring.ssim(originals, anonymized)
+    """SSIM (lower = more changed) and LPIPS (higher = more changed), each with how many pairs it is over
+    (`ssim_scored`/`ssim_missing`, `lpips_scored`/`lpips_missing`).
+
+    `ssim_gaussian` picks Wang et al.'s window (11x11 Gaussian, sigma 1.5) over scikit-image's default 7x7 uniform
+    one. With LPIPS switched off, `lpips` and its two counts are None (not measured, which 0 scored would not say)
+    and the keys stay, so the result has the same keys whatever the settings.
+    """
+    ssim = scoring.ssim(originals, anonymized, gaussian=ssim_gaussian)
     lpips = (
         scoring.lpips(originals, anonymized, net=lpips_net, backbone=lpips_backbone, device=device)
         if use_lpips
-        else {"lpips": None, "per_image": None}
+        else {"lpips": None, "lpips_scored": None, "lpips_missing": None, "per_image": None}
     )
     return {
         "ssim": ssim["ssim"],
+        "ssim_scored": ssim["ssim_scored"],
+        "ssim_missing": ssim["ssim_missing"],
         "lpips": lpips["lpips"],
+        "lpips_scored": lpips["lpips_scored"],
+        "lpips_missing": lpips["lpips_missing"],
         "per_image": {"ssim": ssim["per_image"], "lpips": lpips["per_image"]},
     }
 
@@ -62,49 +77,97 @@ def privacy(
     face_root: str | None = None,
     text_reader: str = "ocr",
     judge: JudgeConfig | None = None,
+    text_normalize: bool = True,
 ) -> dict:
-    """FaceSim and face retention, TextSim, race entropy of the anonymised images, and VLMScore.
+    """FaceSim and face retention, TextSim, race entropy of the anonymised images, and VLMScore, each with flat
+    counts of what it is over (`<metric>_scored`) and what it had to leave out (`<metric>_missing`).
 
-    Text is read by RapidOCR (`text_reader="ocr"`, offline) or by the judge (`"judge"`, the paper's way). Race
-    entropy and VLMScore need a judge; without one they are None and `skipped` says so. A pair whose anonymised
-    image could not be read is left out of TextSim and counted in `text_unreadable` (an unread anonymised image
-    must not count as text removed); pairs whose original has no readable text are in `text_excluded`.
+    FaceSim pools over original faces (`scoring.face_similarity`): `face_similarity_scored` faces had a face to
+    match in the anonymised image; `face_similarity_missing` is the original faces that had none plus one per
+    `face_unreadable` pair (either image missing or undecodable: its faces cannot be counted); `face_retention`
+    is over `faces_total`, the faces of readable pairs. Text is read by RapidOCR (`text_reader="ocr"`, offline) or
+    by the judge (`"judge"`, the paper's way) and compared after case and punctuation folding unless
+    `text_normalize` is False. A pair with either image unreadable is left out of TextSim and counted in
+    `text_unreadable` (an unread anonymised image must not count as text removed); pairs whose original has no
+    text are in `text_excluded`; both are in `text_similarity_missing`. Race entropy and VLMScore need a judge;
+    without one they and their counts are None and `skipped` says so. Race entropy counts images answered
+    (`race_entropy_scored`) and not (`race_entropy_missing`: image unreadable or `race_failed`, a request that
+    failed or an answer that could not be read); labels naming no group are `race_unparsed` and count for
+    nothing. VLMScore's missing pairs are `vlm_unreadable` (no readable score in the answer) plus
+    `vlm_image_unreadable` (never sent). A metric with no value gets its reason in `skipped`.
     """
     if text_reader not in ("ocr", "judge"):
         raise ValueError(f"text_reader must be 'ocr' or 'judge', not {text_reader!r}")
     if text_reader == "judge" and judge is None:
         raise ValueError("text_reader='judge' needs a judge")
+    counted = scoring.common.counted
     faces = scoring.face_similarity(originals, anonymized, model=face_model, root=face_root)
     reader = judge if text_reader == "judge" else "ocr"
     before, after = scoring.read_text(originals, reader), scoring.read_text(anonymized, reader)
-    unreadable = sum(1 for a, b in zip(before, after, strict=True) if a is not None and b is None)
-    text = scoring.text_similarity([a if b is not None else None for a, b in zip(before, after, strict=True)], after)
+    unreadable = sum(1 for a, b in zip(before, after, strict=True) if a is None or b is None)
+    text = scoring.text_similarity(
+        [a if b is not None else None for a, b in zip(before, after, strict=True)], after, normalize=text_normalize
+    )
+    unscored_faces = faces["faces_total"] - faces["faces_scored"]
     result = {
         "face_similarity": faces["face_similarity"],
+        "face_similarity_scored": faces["faces_scored"],
+        "face_similarity_missing": unscored_faces + faces["face_unreadable"],
         "face_retention": faces["face_retention"],
-        "text_similarity": text["text_similarity"],
+        "faces_total": faces["faces_total"],
+        "face_unreadable": faces["face_unreadable"],
+        **counted("text_similarity", text["per_pair"]),
         "text_excluded": text["excluded"] - unreadable,
         "text_unreadable": unreadable,
         "race_entropy": None,
+        "race_entropy_scored": None,
+        "race_entropy_missing": None,
         "race_counts": None,
+        "race_failed": None,
+        "race_unparsed": None,
         "vlm_score": None,
+        "vlm_score_scored": None,
+        "vlm_score_missing": None,
         "vlm_unreadable": None,
+        "vlm_image_unreadable": None,
         "skipped": {},
         "per_image": {"face_similarity": faces["per_image"], "text_similarity": text["per_pair"]},
     }
     if judge is None:
         result["skipped"] = {"race_entropy": "needs a judge", "vlm_score": "needs a judge"}
         return result
-    counts = scoring.race_labels_to_counts(scoring.list_groups(anonymized, judge))
+    labels, reasons = scoring.judge.ask_groups(anonymized, judge)
+    counts = scoring.race_labels_to_counts(labels)
+    failed = sum(reason not in (None, scoring.judge.IMAGE_UNREADABLE) for reason in reasons)
     score = scoring.vlm_score(originals, anonymized, judge)
     result.update(
         race_entropy=scoring.race_entropy(counts),
+        race_entropy_scored=reasons.count(None),
+        race_entropy_missing=len(reasons) - reasons.count(None),
         race_counts=counts,
-        vlm_score=score["vlm_score"],
+        race_failed=failed,
+        race_unparsed=sum(scoring.privacy.race_category(label) is None for image in labels for label in image or []),
+        **counted("vlm_score", score["per_image"]),
         vlm_unreadable=score["unreadable"],
+        vlm_image_unreadable=score["image_unreadable"],
     )
-    if result["race_entropy"] is None:
-        result["skipped"]["race_entropy"] = "the judge listed no person"
+    if result["race_entropy"] is None and not result["race_entropy_scored"]:
+        result["skipped"]["race_entropy"] = (
+            f"no judge answer to use: {failed} requests failed or were unreadable, "
+            f"{result['race_entropy_missing'] - failed} images unreadable"
+        )
+    elif result["race_entropy"] is None:
+        unparsed = result["race_unparsed"]
+        result["skipped"]["race_entropy"] = (
+            "the judge listed no person"
+            + (f" ({unparsed} labels named no group)" if unparsed else "")
+            + (f"; {failed} requests failed or were unreadable" if failed else "")
+        )
+    if result["vlm_score"] is None:
+        result["skipped"]["vlm_score"] = (
+            f"no readable score: {score['unreadable']} answers failed or had none, "
+            f"{score['image_unreadable']} pairs had an unreadable image"
+        )
     result["per_image"]["vlm_score"] = score["per_image"]
     return result
 
@@ -131,6 +194,14 @@ class EvaluationConfig:
     )
     caption_column: str = _option("c_pub", "public captions in the anonymised runs (quality)")
     clip_model: str = _option(scoring.PAPER_CLIP, "open_clip id for quality")
+    clip_scale: int = _option(
+        1,
+        "CLIP score convention: 1 = cosine (the paper's Table 2), 100 = torchmetrics' max(100 * cosine, 0)",
+        choices=(1, 100),
+    )
+    ssim_gaussian: bool = _option(
+        False, "SSIM with Wang et al.'s 11x11 Gaussian window (sigma 1.5) instead of scikit-image's 7x7 uniform one"
+    )
     use_lpips: bool = _option(True, "measure LPIPS", aliases=["--lpips"])
     lpips_net: str = _option("vgg", "LPIPS backbone network (the paper's: vgg)", choices=tuple(LPIPS_BACKBONES))
     lpips_backbone: str = _option(
@@ -146,7 +217,18 @@ class EvaluationConfig:
     train_split: str = _option("train", "anonymised split to train on (utility)")
     test_split: str = _option("test", "original split to test on (utility)")
     backbone: str = _option(scoring.PAPER_BACKBONE, "classifier backbone (utility)")
-    mode: str = _option("linear", "utility training mode", choices=("linear", "finetune"))
+    mode: str = _option(
+        "finetune",
+        "utility training mode: finetune = the paper's recipe (MAE fine-tuning of the whole backbone); linear = a fast "
+        "linear probe on the frozen backbone, not the paper's recipe",
+        choices=("finetune", "linear"),
+    )
+    allow_overlap: bool = _option(
+        False,
+        "utility: train and test even when the test split holds the training rows (a dataset with one split, the "
+        "same split named twice, or test images also in the original train split or among the anonymised train "
+        "images); the accuracy then flatters",
+    )
     epochs: int = _option(100, "utility training epochs")
     device: str = _option("cpu", "torch device for CLIP, LPIPS and the classifier")
 
@@ -156,27 +238,43 @@ class EvaluationConfig:
             raise ValueError(f"unknown metric groups {sorted(unknown)}; choose from {', '.join(METRIC_GROUPS)}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs must be a positive integer, not {self.epochs!r}")
+        if isinstance(self.clip_scale, bool) or self.clip_scale not in (1, 100):
+            raise ValueError(f"clip_scale must be 1 (cosine) or 100 (torchmetrics' scale), not {self.clip_scale!r}")
 
 
 def evaluate_datasets(original, anonymized, config: EvaluationConfig = EvaluationConfig()) -> dict:
     """Every chosen group for one anonymised dataset against its original; rows are paired by position."""
+    _refuse_utility_leak(original, anonymized, config)  # before anything is scored or loaded
     result: dict = {"rows": None, "skipped": {}}
     if set(config.groups) - {"utility"}:  # the groups that compare paired rows
         originals, outputs, captions = _pairs(original, anonymized, config)
         result["rows"] = len(originals)
+        if originals and all(cell is None for cell in outputs):
+            raise ValueError(
+                f"nothing to score: none of the {len(outputs)} anonymised rows has an image{_why(anonymized)}"
+            )
     for group in progress(config.groups, "metric groups", unit="group"):
         if group == "quality":
             if captions is None:
                 result["skipped"]["clip_score"] = f"no {config.caption_column!r} column in the anonymised dataset"
                 continue
-            result["clip_score"] = scoring.clip_score(outputs, captions, model=config.clip_model, device=config.device)[
-                "clip_score"
-            ]
+            scores = scoring.clip_score(
+                outputs, captions, model=config.clip_model, device=config.device, scale=config.clip_scale
+            )
+            scores.pop("per_image")
+            result.update(scores)
         elif group == "cheating":
             scores = cheating(
-                originals, outputs, config.use_lpips, config.lpips_net, config.lpips_backbone, config.device
+                originals,
+                outputs,
+                config.use_lpips,
+                config.lpips_net,
+                config.lpips_backbone,
+                config.device,
+                ssim_gaussian=config.ssim_gaussian,
             )
-            result.update(ssim=scores["ssim"], lpips=scores["lpips"])
+            scores.pop("per_image")
+            result.update(scores)
             if not config.use_lpips:
                 result["skipped"]["lpips"] = "switched off"
         elif group == "privacy":
@@ -186,11 +284,25 @@ def evaluate_datasets(original, anonymized, config: EvaluationConfig = Evaluatio
             result.update(scores)
         else:
             result.update(_utility(original, anonymized, config))
+    attempted = [key for key in SCORES if key in result and key not in result["skipped"]]
+    if attempted and all(result[key] is None for key in attempted):  # tried, and not one item could be scored
+        skipped = "; ".join(f"{metric}: {why}" for metric, why in result["skipped"].items())
+        raise ValueError(
+            f"nothing could be scored in the groups {', '.join(config.groups)}" + (f" ({skipped})" if skipped else "")
+        )
     return result
 
 
+def _why(ds) -> str:
+    """What the rows' u2s_status says, when the dataset is a u2s release: e.g. " (u2s_status: error 12)"."""
+    parts = ds.values() if isinstance(ds, datasets.DatasetDict) else [ds]
+    statuses = Counter(s for part in parts if "u2s_status" in part.column_names for s in part["u2s_status"])
+    return f" (u2s_status: {', '.join(f'{s} {n}' for s, n in statuses.most_common())})" if statuses else ""
+
+
 def _utility(original, anonymized, config: EvaluationConfig) -> dict:
-    """Train on the anonymised train split, test on the ORIGINAL test split (top-1 accuracy)."""
+    """Train on the anonymised train split, test on the ORIGINAL test split (top-1 accuracy, with the test rows it is
+    over and those skipped)."""
     train = _split(anonymized, config.train_split, "anonymised")
     test = _split(original, config.test_split, "original")
     image_column = sources.image_column_of(test, config.image_column)
@@ -208,8 +320,63 @@ def _utility(original, anonymized, config: EvaluationConfig) -> dict:
         label_column=config.label_column,
         epochs=config.epochs,
         device=config.device,
+        allow_overlap=config.allow_overlap,
     )
-    return {"accuracy": scores["accuracy"], "utility_skipped_rows": scores["skipped_train"] + scores["skipped_test"]}
+    return {
+        "accuracy": scores["accuracy"],
+        "accuracy_scored": scores["accuracy_scored"],  # original test rows scored
+        "accuracy_missing": scores["accuracy_missing"],  # original test rows skipped: unreadable or unlabelled
+        "utility_skipped_rows": scores["skipped_train"] + scores["skipped_test"],
+    }
+
+
+def _refuse_utility_leak(original, anonymized, config: EvaluationConfig) -> None:
+    """Refuse, before anything loads, a utility run that would test the classifier on its training rows (unless
+    `allow_overlap`). The anonymised train split is made from the ORIGINAL train split, so the original needs a
+    train split and a different test split, and no image of its test split may be byte-identical to one of its train
+    split (scoring.utility.image_digest; train_eval_classifier also compares the anonymised train images with the
+    test images). A single anonymised Dataset is taken to be the anonymised train split."""
+    if "utility" not in config.groups or config.allow_overlap:
+        return
+    fix = "or pass --allow-overlap (allow_overlap=True) to measure it anyway"
+    train_name, test_name = config.train_split, config.test_split
+    if train_name == test_name:
+        raise ValueError(
+            f"utility: the train and test splits are both {train_name!r}, so the classifier would be tested on the "
+            f"rows it was trained on. Name two different splits with --train-split and --test-split, {fix}"
+        )
+    if isinstance(original, datasets.Dataset) or len(original) == 1:
+        single = isinstance(original, datasets.Dataset)
+        shape = "has no splits" if single else f"has one split ({next(iter(original))!r})"
+        raise ValueError(
+            f"utility: the original dataset {shape}, so its test rows would be the rows whose anonymised versions the "
+            f"classifier is trained on. Give an original with separate {train_name!r} and {test_name!r} splits (e.g. "
+            f"from Dataset.train_test_split) and anonymise its {train_name!r} split, {fix}"
+        )
+    if train_name not in original:
+        raise ValueError(
+            f"utility: the original dataset has no split {train_name!r} (splits: {', '.join(original)}), so its "
+            f"{test_name!r} split cannot be checked against the rows the anonymised train split came from. Name that "
+            f"split with --train-split, {fix}"
+        )
+    test, train = _split(original, test_name, "original"), original[train_name]
+    _split(anonymized, train_name, "anonymised")  # a missing anonymised train split fails now, not after the others
+    seen = {d for d in _digests(train, sources.image_column_of(train, config.image_column)) if d is not None}
+    shared = sum(d in seen for d in _digests(test, sources.image_column_of(test, config.image_column)))
+    if shared:
+        raise ValueError(
+            f"utility: {shared} of the {len(test)} images of the original {test_name!r} split are also in its "
+            f"{train_name!r} split (identical image bytes), so the classifier would be tested on images whose "
+            f"anonymised versions it was trained on. Remove the duplicates from one split, {fix}"
+        )
+
+
+def _digests(ds, column: str):
+    """The image digests of a column (scoring.utility.image_digest: None for a missing or unreadable image), read a
+    batch at a time."""
+    ds = ds.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    for batch in ds.iter(batch_size=256):
+        yield from map(scoring.utility.image_digest, batch[column])
 
 
 def _pairs(original, anonymized, config: EvaluationConfig):

