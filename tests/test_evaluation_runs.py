@@ -6,6 +6,7 @@ import datasets
 import pytest
 
 from u2s_hf import cli, evaluation
+from u2s_hf.evaluation_report import markdown_table
 
 import corpus
 
@@ -79,3 +80,11 @@ def test_the_report_says_how_many_rows_each_mean_is_over(originals, photos, tmp_
     assert (report["ssim"], report["ssim_scored"], report["ssim_missing"]) == (pytest.approx(1.0), 1, 1)
     table = (tmp_path / "report" / "report.md").read_text().splitlines()
     assert table[0] == "| run | SSIM ↓ |" and table[1] == "|---|---|" and table[2] == "| release | 1.0000 (1/2) |"
+
+
+def test_a_metric_with_nothing_scored_still_shows_over_how_many_items():
+    runs = {
+        "a": {"ssim": 0.5, "ssim_scored": 2, "ssim_missing": 0},
+        "b": {"ssim": None, "ssim_scored": 0, "ssim_missing": 3},
+    }
+    assert markdown_table(runs).splitlines()[2:4] == ["| a | 0.5000 (2/2) |", "| b | – (0/3) |"]

@@ -107,9 +107,11 @@ def tradeoff_plot(results: dict[str, dict], path: Path) -> Path | None:
 
 
 def _cell(result: dict, key: str) -> str:
+    """The value with its counts when it has them; a metric with nothing scored still shows over how many items
+    ("– (0/3)")."""
     value = result.get(key)
-    if value is None:
-        return "–"
-    shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+    shown = "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
     scored, missing = result.get(f"{key}_scored"), result.get(f"{key}_missing")
-    return shown if scored is None or missing is None else f"{shown} ({scored}/{scored + missing})"
+    if scored is None or missing is None or (value is None and not scored + missing):
+        return shown
+    return f"{shown} ({scored}/{scored + missing})"
