@@ -31,7 +31,15 @@ def test_people_and_text_are_flagged_and_redacted(safe):
 def test_release_view_drops_the_original_column_and_keeps_the_others(safe, sample):
     assert "image" not in safe.column_names
     assert safe["name"] == sample["name"]
-    assert set(safe.column_names) == {"name", "privacy_flag", "detections", "u2s_status", "u2s_error", "safe_image"}
+    assert set(safe.column_names) == {
+        "name",
+        "privacy_flag",
+        "detections",
+        "u2s_status",
+        "u2s_error",
+        "safe_image",
+        "u2s_verified",
+    }
     assert isinstance(safe.features["safe_image"], datasets.Image)
     kept = u2s.anonymize(sample, keep_original=True)
     assert "image" in kept.column_names
@@ -108,7 +116,7 @@ def test_dataset_dicts_run_per_split(photos):
 def test_presets_and_overrides():
     p = u2s.preset("lite", method="blur", face_threshold=0.4)
     assert p.edit.config.method == "blur" and p.inspect.config.face_threshold == 0.4
-    assert [s.name for s in p.stages] == ["inspect", "edit"]
+    assert [s.name for s in p.stages] == ["inspect", "edit", "verify"]
     with pytest.raises(TypeError, match="no setting"):
         u2s.preset("lite", colour="red")
     with pytest.raises(ValueError, match="unknown preset"):

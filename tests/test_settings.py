@@ -20,6 +20,7 @@ CONFIGS = {
     config.CaptionConfig: {"model": "m"},
     config.InstructConfig: {"model": "m"},
     config.EditConfig: {},
+    config.VerifyConfig: {},
     InstructPix2PixSettings: {"model": "m"},
     FlowEditSettings: {"model": "m"},
     judge_config.JudgeConfig: {},
@@ -92,6 +93,13 @@ def test_values_of_the_wrong_type_are_refused(make, name):
         (lambda: u2s.Edit(max_pixels=-5), "max_pixels"),
         (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", resolution=0), "resolution"),
         (lambda: u2s.Edit(editor="flowedit", model="m", batch_size=0), "batch_size"),
+        (lambda: u2s.Verify(rounds=-1), "rounds"),
+        (lambda: u2s.Verify(identity_threshold=0), "identity_threshold"),
+        (lambda: u2s.Verify(text_match_threshold=1.5), "text_match_threshold"),
+        (lambda: u2s.Verify(face_threshold=0), "face_threshold"),
+        (lambda: u2s.Verify(unlocated="keep"), "unlocated"),
+        (lambda: u2s.Verify(faces=False, text=False), "faces=True or text=True"),
+        (lambda: u2s.Verify(identity_root="/models"), "identity_model"),
     ],
 )
 def test_values_out_of_range_are_refused(make, name):

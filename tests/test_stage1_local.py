@@ -93,7 +93,7 @@ def test_num_proc_cache_hits_and_misses(models, rows):
 
 def test_the_paper_preset_chains_the_stage_1_models(models, rows):
     paper = u2s.preset("paper", inspect={"model": models["caption"]}, caption={"model": models["caption"]})
-    assert [s.name for s in paper.stages] == ["inspect", "caption", "instruct", "edit"]
+    assert [s.name for s in paper.stages] == ["inspect", "caption", "instruct", "edit", "verify"]
     assert paper.caption.config.backend == "vlm" and paper.instruct.config.backend == "llm"
     assert u2s.caption.config.model == u2s.pipeline.PAPER_VLM and u2s.instruct.config.model == u2s.pipeline.PAPER_LLM
     assert paper.edit.config.editor == "flowedit"

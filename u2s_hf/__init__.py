@@ -1,14 +1,16 @@
 """u2s_hf: privacy-safe image datasets on Hugging Face `datasets` (the Unsafe2Safe method)."""
 
-from .config import STATUSES, CaptionConfig, EditConfig, InspectConfig, InstructConfig
+from .config import STATUSES, CaptionConfig, EditConfig, InspectConfig, InstructConfig, VerifyConfig
 from .pipeline import Preset, anonymize, preset
-from .stages import Caption, Edit, Inspect, Instruct
+from .publish import publish  # u2s_hf.publish is this function; other names: from u2s_hf.publish import ...
+from .stages import Caption, Edit, Inspect, Instruct, Verify
 from .version import __version__
 
-# Ready map functions: ds.map(u2s.inspect, batched=True). inspect/edit: the lite preset (offline, CPU);
+# Ready map functions: ds.map(u2s.inspect, batched=True). inspect/edit/verify: the lite preset (offline, CPU);
 # caption/instruct: the paper preset's models (loaded on first use).
 inspect = preset("lite").inspect
 edit = preset("lite").edit
+verify = preset("lite").verify
 caption = preset("paper").caption
 instruct = preset("paper").instruct
 
@@ -23,6 +25,8 @@ __all__ = [
     "Instruct",
     "InstructConfig",
     "Preset",
+    "Verify",
+    "VerifyConfig",
     "__version__",
     "anonymize",
     "caption",
@@ -30,4 +34,6 @@ __all__ = [
     "inspect",
     "instruct",
     "preset",
+    "publish",
+    "verify",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import evaluation, evaluation_report, pipeline, release_card, report, sources
 from .judge_config import PAPER_JUDGE, JudgeConfig
+from .publish import MAX_SHARD_SIZE, check_options, publish
 from .release_folder import ReleaseError, ReleaseFolder
 
 
@@ -44,14 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier u2s release")
     run.add_argument("--name", help="the dataset's name in report.json and the card (default: the source's base name)")
-    run.add_argument(
-        "--keep-column",
-        action="append",
-        default=[],
-        metavar="C",
-        dest="keep_columns",
-        help=f"keep a column that is left out by default ({', '.join(pipeline.PATH_COLUMNS)}; repeatable)",
-    )
+    _add_keep_column(run, f"keep a column that is left out by default ({', '.join(pipeline.PATH_COLUMNS)}; repeatable)")
+    run.add_argument("--push-to-hub", metavar="NAME", help="then publish --out as the Hub dataset NAME (u2s publish)")
+    _add_publish_options(run)
+    _add_publish(commands)
     _add_evaluate(commands)
     return parser
 
@@ -60,7 +57,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        return _anonymize(args) if args.command == "anonymize" else _evaluate(args)
+        return {"anonymize": _anonymize, "publish": _publish, "evaluate": _evaluate}[args.command](args)
     except (sources.SourceError, ReleaseError, ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"u2s: error: {exc}", file=sys.stderr)
         return 2
@@ -69,6 +66,7 @@ def main(argv=None) -> int:
 def _anonymize(args) -> int:
     overrides = preset_overrides(args.set)
     pipeline.preset(args.preset, **overrides)  # refuse bad settings before anything is read or written
+    _check_publish_options(args)
     src = Path(args.src)
     folder = ReleaseFolder(args.out, protect=[src] if src.exists() else [], overwrite=args.overwrite)
     with folder:  # locked: a second run into the same --out stops here
@@ -93,6 +91,77 @@ def _anonymize(args) -> int:
         release_card.write_release(safe, folder.tmp, summary)
         out = folder.commit()
     print(report.summary_line(summary, str(out)))
+    return _publish(args, release=out, repo_id=args.push_to_hub) if args.push_to_hub else 0
+
+
+def _add_keep_column(parser, help: str) -> None:
+    parser.add_argument("--keep-column", action="append", default=[], metavar="C", dest="keep_columns", help=help)
+
+
+def _add_publish(commands) -> None:
+    run = commands.add_parser("publish", help="publish a release folder on the Hugging Face Hub, behind a gate")
+    run.add_argument("release", metavar="DST", help="a release folder written by u2s anonymize")
+    run.add_argument("--repo-id", required=True, metavar="NAME", help="the dataset repo, e.g. org/name")
+    _add_keep_column(run, "publish column C although it holds file names, paths or raw bytes (repeatable)")
+    _add_publish_options(run)
+
+
+# Options of `u2s publish` that `u2s anonymize --push-to-hub` takes too, with the value that means "not given".
+PUBLISH_OPTIONS = {
+    "public": False,
+    "gated": None,
+    "revision": None,
+    "create_pr": False,
+    "commit_message": None,
+    "allow_unverified": False,
+    "token": None,
+    "license": None,
+    "max_shard_size": None,
+}
+
+
+def _add_publish_options(run) -> None:
+    run.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    run.add_argument("--gated", choices=("auto", "manual"), help="gate access: requests approved by the Hub or by you")
+    run.add_argument("--revision", metavar="BRANCH", help="commit to this branch (made from main; default: main)")
+    run.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    run.add_argument("--commit-message", metavar="M")
+    run.add_argument(
+        "--allow-unverified", action="store_true", help="publish rows that Verify did not pass, or that it never saw"
+    )
+    run.add_argument("--token", metavar="T", help="Hub token (default: HF_TOKEN or the saved login)")
+    run.add_argument("--license", metavar="ID", help="the licence in the card, a Hub licence id (e.g. cc-by-4.0)")
+    run.add_argument("--max-shard-size", metavar="SIZE", help=f"largest Parquet shard (default: {MAX_SHARD_SIZE})")
+
+
+def _check_publish_options(args) -> None:
+    """`u2s anonymize`: publish options need --push-to-hub, and are checked before the run, not after it."""
+    if args.push_to_hub:
+        check_options(args.push_to_hub, args.gated, args.max_shard_size)
+        return
+    given = [name for name, unset in PUBLISH_OPTIONS.items() if getattr(args, name) != unset]
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')} is an option of publishing: add --push-to-hub NAME")
+
+
+def _publish(args, release=None, repo_id=None) -> int:
+    for name in ("httpx", "httpx2"):  # huggingface_hub's HTTP client logs a line per request at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
+    published = publish(
+        release or args.release,
+        repo_id or args.repo_id,
+        private=not args.public,
+        gated=args.gated,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        token=args.token,
+        allow_unverified=args.allow_unverified,
+        keep_columns=tuple(args.keep_columns),
+        commit_message=args.commit_message,
+        license=args.license,
+        max_shard_size=args.max_shard_size,
+    )
+    print(published.line())
     return 0
 
 

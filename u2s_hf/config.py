@@ -243,6 +243,56 @@ class EditConfig(Settings):
             raise ValueError("unlocated must be 'obscure' or 'drop'")
 
 
+@dataclass(frozen=True)
+class VerifyConfig(Settings):
+    """Check the anonymised output of every edited or redacted row again; re-redact what still leaks.
+
+    The detectors, their thresholds and size limits mean what they mean in Inspect (same defaults). What a leak is
+    depends on the row's `u2s_status`:
+    - "redacted" (and kept rows, with `verify_kept=True`): any face, or any readable text line, in the output. Each
+      detector looks around the regions where it found something in the original (Edit changed nothing else), and
+      over the whole output when the row has no detections, when its output differs from the original outside
+      those surroundings, or with `everywhere=True`.
+    - "edited" (a diffusion editor drew new content, new people included): a face whose identity embedding matches
+      a face of the original (`image_column`) with a cosine of at least `identity_threshold`, under `identity_model`
+      (an insightface pack, e.g. "buffalo_l", found under `identity_root`: non-commercial research models, never
+      needed otherwise); or a readable text line whose rapidfuzz token_set_ratio / 100 to a line of the original
+      is at least `text_match_threshold` (0.8 forgives one misread letter in five). Without an identity model, an
+      edited output with a face cannot be checked: its pixels stay, `u2s_verified` is False ("identity not
+      checked").
+    What leaks is pixelated with Edit's default redaction and checked again, up to `rounds` times; a row that
+    still leaks is obscured whole (`unlocated="obscure"`) or dropped ("drop").
+    """
+
+    faces: bool = True
+    text: bool = True
+    face_threshold: float = InspectConfig.face_threshold
+    text_threshold: float = InspectConfig.text_threshold
+    face_max_side: int = InspectConfig.face_max_side
+    text_max_side: int = InspectConfig.text_max_side
+    identity_model: str | None = None
+    identity_root: str | None = None
+    identity_threshold: float = 0.35  # ArcFace: the same person scores ~0.9 even after JPEG q20, others ~0
+    text_match_threshold: float = 0.8
+    rounds: int = 2
+    unlocated: str = "obscure"
+    verify_kept: bool = False
+    everywhere: bool = False
+    image_column: str = "image"  # the original: edited rows are compared with it
+    output_column: str = "safe_image"
+    detections_column: str = "detections"
+    max_pixels: int | None = None
+    threads: int | None = None
+
+    def validate(self):
+        if not (self.faces or self.text):
+            raise ValueError("Verify needs faces=True or text=True")
+        if self.unlocated not in ("obscure", "drop"):
+            raise ValueError("unlocated must be 'obscure' or 'drop'")
+        if self.identity_root is not None and self.identity_model is None:
+            raise ValueError("identity_root is where identity_model is found: set identity_model too")
+
+
 def _editor_settings(editor: str, given, flat: dict) -> EditorSettings | None:
     """`editor`'s settings from `given` (its settings, or a dict as dataclasses.asdict makes) updated by `flat`;
     a setting of another editor is refused by name."""
@@ -296,10 +346,14 @@ class ReadConfig(Settings):
 
 def public_settings(config) -> dict:
     """The settings as a dict fit to print or write: a `base_url` loses any user:password@ and query (an API key
-    there must never reach a log, a report or a card)."""
+    there must never reach a log, a report or a card); an `identity_root` folder is not named."""
     settings = asdict(config)
     if settings.get("base_url"):
         settings["base_url"] = public_url(settings["base_url"])
+    if settings.get("identity_root"):  # a folder on this machine: where it is is nobody else's business
+        settings["identity_root"] = "(a local folder)"
+    if settings.get("identity_model"):  # a pack name, or a pack folder: named by its last part
+        settings["identity_model"] = settings["identity_model"].replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     return settings
 
 

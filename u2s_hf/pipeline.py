@@ -11,8 +11,8 @@ from collections.abc import Mapping
 import datasets
 
 from . import runtime
-from .config import CaptionConfig, EditConfig, InspectConfig, InstructConfig
-from .stages import Caption, Edit, Inspect, Instruct
+from .config import CaptionConfig, EditConfig, InspectConfig, InstructConfig, VerifyConfig
+from .stages import Caption, Edit, Inspect, Instruct, Verify
 from .stages.read import ReadImages, holds_paths
 
 logger = logging.getLogger("u2s_hf")
@@ -29,21 +29,23 @@ PAPER_SD3 = "stabilityai/stable-diffusion-3-medium-diffusers"
 
 # name -> {stage attribute: config}; the order is the order the stages run in.
 PRESETS: dict[str, dict[str, object]] = {
-    "lite": {"inspect": InspectConfig(), "edit": EditConfig()},
+    "lite": {"inspect": InspectConfig(), "edit": EditConfig(), "verify": VerifyConfig()},
     "paper": {
         "inspect": InspectConfig(backend="vlm", model=PAPER_VLM),
         "caption": CaptionConfig(model=PAPER_VLM),
         "instruct": InstructConfig(model=PAPER_LLM),
         "edit": EditConfig(editor="flowedit", model=PAPER_SD3, source_prompt="c_priv", target_prompt="c_llm"),
+        "verify": VerifyConfig(),
     },
     "paper-ip2p": {
         "inspect": InspectConfig(backend="vlm", model=PAPER_VLM),
         "caption": CaptionConfig(model=PAPER_VLM),
         "instruct": InstructConfig(model=PAPER_LLM),
         "edit": EditConfig(editor="instruct-pix2pix", model=PAPER_MAGICBRUSH, prompt="c_edit"),
+        "verify": VerifyConfig(),
     },
 }
-STAGE_CLASSES = {"inspect": Inspect, "caption": Caption, "instruct": Instruct, "edit": Edit}
+STAGE_CLASSES = {"inspect": Inspect, "caption": Caption, "instruct": Instruct, "edit": Edit, "verify": Verify}
 DEFAULT_PRESET = "lite"
 # Settings that mean the same thing in every stage that has them (which columns hold what, the pixel guard, threads,
 # the device, the privacy criteria, the class names): set flat, they set every stage of the preset that has them.
@@ -60,6 +62,15 @@ SHARED_SETTINGS = frozenset(
         "max_pixels",
         "threads",
         "device",
+        # Edit writes the output image and Verify checks it; Verify's detectors and their limits are Inspect's.
+        "output_column",
+        "unlocated",
+        "faces",
+        "text",
+        "face_threshold",
+        "text_threshold",
+        "face_max_side",
+        "text_max_side",
     }
 )
 # Settings that decide what a stage's other settings mean: changing one starts the stage afresh (see `preset`).
@@ -91,6 +102,7 @@ class Preset:
     caption: Caption | None = None
     instruct: Instruct | None = None
     edit: Edit | None = None
+    verify: Verify | None = None
 
     @property
     def stages(self) -> list:
@@ -104,19 +116,21 @@ def preset(
     caption: dict | None = None,
     instruct: dict | None = None,
     edit: dict | None = None,
+    verify: dict | None = None,
     **settings,
 ) -> Preset:
     """The named preset, with settings changed.
 
-    `inspect={...}`, `caption={...}`, `instruct={...}`, `edit={...}` set that stage only:
+    `inspect={...}`, `caption={...}`, `instruct={...}`, `edit={...}`, `verify={...}` set that stage only:
     `preset("paper", edit={"model": ...})`. A flat setting (`preset("lite", method="blur")`) sets the one stage of
     the preset that has it; a name that several of its stages have is accepted flat only when it means the same
-    thing in each (SHARED_SETTINGS: columns, the pixel guard, threads): `model`, `batch_size`, `seed`, ... must say
-    which stage. A stage's own setting wins over a flat one. Setting a stage's `editor` or `backend` to another
-    value starts that stage afresh from its defaults (keeping its columns and other shared settings): the old
-    editor's or backend's settings (its model, say) are not carried over, so give the new one's with it.
+    thing in each (SHARED_SETTINGS: columns, the pixel guard, threads, the detectors' settings that Inspect and
+    Verify share): `model`, `batch_size`, `seed`, ... must say which stage. A stage's own setting wins over a flat
+    one. Setting a stage's `editor` or `backend` to another value starts that stage afresh from its defaults
+    (keeping its columns and other shared settings): the old editor's or backend's settings (its model, say) are
+    not carried over, so give the new one's with it.
     """
-    scoped = {"inspect": inspect, "caption": caption, "instruct": instruct, "edit": edit}
+    scoped = {"inspect": inspect, "caption": caption, "instruct": instruct, "edit": edit, "verify": verify}
     return _build_preset(name, {**settings, **{k: v for k, v in scoped.items() if v is not None}})
 
 
@@ -259,7 +273,12 @@ def run(
     for stage in chosen.stages:
         start = time.perf_counter()
         fingerprint = runtime.fingerprint(fingerprint, stage.name, stage.config, batch_size)
+        undecoded = [name for name in stage.undecoded() if name in ds.column_names and name != image_column]
+        for name in undecoded:
+            ds = ds.cast_column(name, datasets.Image(decode=False))
         ds = ds.map(stage, with_rank=True, desc=f"u2s {stage.name}", new_fingerprint=fingerprint, **maps)
+        for name in undecoded:  # the release view decodes them again
+            ds = ds.cast_column(name, datasets.Image())
         timings[stage.name] = round(time.perf_counter() - start, 3)
     dropped = [name for name in PATH_COLUMNS if name in ds.column_names and name not in keep_columns]
     if not keep_original:

