@@ -80,3 +80,12 @@ def tiny_sd3(tmp_path_factory) -> str:
     import tiny_models
 
     return str(tiny_models.sd3(tmp_path_factory.mktemp("sd3") / "model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15(tmp_path_factory) -> str:
+    """A tiny random-weight Stable Diffusion 1.5-style checkpoint (PNDM scheduler config, as SD 1.5 ships), built
+    once per session and loaded by path like a Hub id."""
+    import tiny_models
+
+    return str(tiny_models.sd15(tmp_path_factory.mktemp("sd15") / "model"))

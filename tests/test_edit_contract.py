@@ -67,7 +67,7 @@ def test_its_settings_are_checked_and_kept_to_it(registered):
         u2s.Edit(editor="invert", model="m", strength="full")
     with pytest.raises(ValueError, match="needs model"):
         u2s.Edit(editor="invert")
-    with pytest.raises(ValueError, match="steps is an instruct-pix2pix / flowedit setting"):
+    with pytest.raises(ValueError, match="steps is an instruct-pix2pix / flowedit / freeprompt setting"):
         u2s.Edit(editor="invert", model="m", steps=10)
     with pytest.raises(ValueError, match="strength is an invert setting; editor 'flowedit'"):
         u2s.Edit(editor="flowedit", model="m", strength=1.0)

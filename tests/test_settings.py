@@ -11,6 +11,7 @@ from PIL import Image
 import u2s_hf as u2s
 from u2s_hf import cli, config, judge_config, pipeline, runtime
 from u2s_hf.editors.flowedit import FlowEditSettings
+from u2s_hf.editors.freeprompt import FreePromptSettings
 from u2s_hf.editors.instruct_pix2pix import InstructPix2PixSettings
 
 # Each config class with the fewest settings it needs to be valid.
@@ -23,6 +24,7 @@ CONFIGS = {
     config.VerifyConfig: {},
     InstructPix2PixSettings: {"model": "m"},
     FlowEditSettings: {"model": "m"},
+    FreePromptSettings: {"model": "m"},
     judge_config.JudgeConfig: {},
 }
 SERVER = {"backend": "server", "model": "m", "base_url": "http://host/v1"}
@@ -141,7 +143,7 @@ def test_values_out_of_range_are_refused(make, name):
             lambda: u2s.Edit(editor="flowedit", model="m", image_guidance_scale=2.0),
             "image_guidance_scale is an instruct-pix2pix setting",
         ),
-        (lambda: u2s.Edit(editor="flowedit", model="m", prompt="c_pub"), "prompt is an instruct-pix2pix setting"),
+        (lambda: u2s.Edit(editor="flowedit", model="m", prompt="c_pub"), "prompt is an instruct-pix2pix / freeprompt"),
         (lambda: u2s.Edit(editor="flowedit", model="m", guidance_scale=5.0), "guidance_scale is an instruct-pix2pix"),
         (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", source_prompt="c_pub"), "source_prompt is a flowedit"),
         (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", target_guidance=9.0), "target_guidance is a flowedit"),
@@ -214,7 +216,7 @@ def test_per_editor_defaults_count_as_defaults():
     "make, message",
     [
         (lambda: u2s.Edit(editor="flowedit", model="m", image_guidance_scale=1.5), "is an instruct-pix2pix setting"),
-        (lambda: u2s.Edit(editor="flowedit", model="m", prompt="c_edit"), "prompt is an instruct-pix2pix setting"),
+        (lambda: u2s.Edit(editor="flowedit", model="m", prompt="c_edit"), "prompt is an instruct-pix2pix / freeprompt"),
         (lambda: u2s.Edit(editor="flowedit", model="m", safe_attention=False), "is an instruct-pix2pix setting"),
         (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", n_max=33), "n_max is a flowedit setting"),
         (lambda: u2s.Edit(editor="instruct-pix2pix", model="m", text_encoder_3=True), "is a flowedit setting"),

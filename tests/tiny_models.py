@@ -189,16 +189,45 @@ def clip_tokenizer(texts: list[str]):
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
+def sd_vae():
+    """The tiny Stable Diffusion VAE (three blocks: VAE scale factor 4) of the SD 1.x pipelines here."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(8, 8, 8),
+        norm_num_groups=8,
+        layers_per_block=1,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        sample_size=64,
+    )
+
+
+def clip_text_encoder(tok):
+    """A tiny CLIPTextModel (hidden size 32) for `tok`, the text encoder of the SD 1.x pipelines here."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            projection_dim=32,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+
+
 def instruct_pix2pix(folder: Path) -> Path:
     """A tiny StableDiffusionInstructPix2PixPipeline (VAE scale factor 4), saved like a Hub checkpoint."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerAncestralDiscreteScheduler,
-        StableDiffusionInstructPix2PixPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
 
     torch.manual_seed(0)
     tok = clip_tokenizer(
@@ -221,33 +250,56 @@ def instruct_pix2pix(folder: Path) -> Path:
         cross_attention_dim=32,
         attention_head_dim=8,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 8, 8),
-        norm_num_groups=8,
-        layers_per_block=1,
-        latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        sample_size=64,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            projection_dim=32,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-    )
+    vae = sd_vae()
+    text_encoder = clip_text_encoder(tok)
     scheduler = EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     StableDiffusionInstructPix2PixPipeline(
         vae=vae,
         text_encoder=text_encoder,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(folder)
+    return folder
+
+
+def sd15(folder: Path) -> Path:
+    """A tiny StableDiffusionPipeline laid out like Stable Diffusion 1.5 (the same VAE and text encoder as the
+    InstructPix2Pix one; self-attention at both UNet levels, so the outer level is there to be left alone; SD 1.5's
+    PNDM scheduler config, which an editor that samples with DDIM converts), saved like a Hub checkpoint."""
+    import torch
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    tok = clip_tokenizer(
+        ["a person with short grey hair in a blue suit", "a tall man with red hair", "a realistic image of a cat"] * 20
+    )
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+    )
+    StableDiffusionPipeline(
+        vae=sd_vae(),
+        text_encoder=clip_text_encoder(tok),
         tokenizer=tok,
         unet=unet,
         scheduler=scheduler,

@@ -1,9 +1,9 @@
 """u2s_hf: privacy-safe image datasets on Hugging Face `datasets` (the Unsafe2Safe method)."""
 
-from .config import STATUSES, CaptionConfig, EditConfig, InspectConfig, InstructConfig, VerifyConfig
+from .config import STATUSES, CaptionConfig, EditConfig, InspectConfig, InstructConfig, ScoreEditConfig, VerifyConfig
 from .pipeline import Preset, anonymize, preset
 from .publish import publish  # u2s_hf.publish is this function; other names: from u2s_hf.publish import ...
-from .stages import Caption, Edit, Inspect, Instruct, Verify
+from .stages import Caption, Edit, Inspect, Instruct, ScoreEdit, Verify
 from .version import __version__
 
 # Ready map functions: ds.map(u2s.inspect, batched=True). inspect/edit/verify: the lite preset (offline, CPU);
@@ -25,6 +25,8 @@ __all__ = [
     "Instruct",
     "InstructConfig",
     "Preset",
+    "ScoreEdit",
+    "ScoreEditConfig",
     "Verify",
     "VerifyConfig",
     "__version__",

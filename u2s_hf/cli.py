@@ -11,7 +11,7 @@ import types
 import typing
 from pathlib import Path
 
-from . import evaluation, evaluation_report, pipeline, release_card, report, sources
+from . import evaluation, evaluation_report, pipeline, release_card, report, sources, training_config
 from .judge_config import PAPER_JUDGE, JudgeConfig
 from .publish import MAX_SHARD_SIZE, check_options, publish
 from .release_folder import ReleaseError, ReleaseFolder
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="[STAGE.]KEY=VALUE",
-        type=_setting,
+        type=parse_setting,
         help="change a preset setting (repeatable): STAGE.KEY=VALUE sets one stage (--set edit.method=blur, --set "
         "caption.model=ID); KEY=VALUE sets the one stage that has KEY, or every stage for settings that mean the "
         f"same in each ({', '.join(_shared_settings())}); VALUE is read as JSON when it can be "
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_publish_options(run)
     _add_publish(commands)
     _add_evaluate(commands)
+    _add_train(commands)
     return parser
 
 
@@ -57,7 +58,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        return {"anonymize": _anonymize, "publish": _publish, "evaluate": _evaluate}[args.command](args)
+        commands = {"anonymize": _anonymize, "publish": _publish, "evaluate": _evaluate, "train": _train}
+        return commands[args.command](args)
     except (sources.SourceError, ReleaseError, ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"u2s: error: {exc}", file=sys.stderr)
         return 2
@@ -205,12 +207,34 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _add_train(commands) -> None:
+    train = commands.add_parser("train", help="fine-tune an editor on the triplets the pipeline wrote")
+    trainers = train.add_subparsers(dest="trainer", required=True)
+    run = trainers.add_parser(
+        "instruct-pix2pix",
+        help="fine-tune an InstructPix2Pix UNet (and Safe Cross Attention) on (image, safe_image, c_edit) triplets",
+        description="Fine-tune an InstructPix2Pix pipeline on Unsafe2Safe triplets (the paper's recipe by default). "
+        "One process here; `accelerate launch -m u2s_hf.cli train instruct-pix2pix ...` for several GPUs.",
+    )
+    add_dataclass_options(run, training_config.TrainConfig)
+
+
+def _train(args) -> int:
+    from . import training  # torch, diffusers and accelerate only for this command
+
+    config = dataclass_from_args(training_config.TrainConfig, args)
+    out = training.train_instruct_pix2pix(config)
+    print(f"u2s train: wrote {out} (load it with u2s.Edit(editor='instruct-pix2pix', model='{out}'))")
+    return 0
+
+
 def add_dataclass_options(parser, config_class, skip=()) -> None:
     """One option per field of `config_class` (a dataclass), as transformers' HfArgumentParser makes them: the name
-    `--field-name`, the help text and any argparse options (`choices`, `metavar`, `aliases`: more option strings,
-    shown first) from the field's metadata, the type from its annotation: bool -> `--name` / `--no-name`; int,
-    float, str; a tuple of str -> a comma-separated list; `X | None` -> X. Defaults stay in the dataclass: an option
-    not given is not set (`dataclass_from_args` leaves that field at its default); the help shows the default."""
+    `--field-name`, the help text and any argparse options (`choices`, `metavar`, `type`, `aliases`: more option
+    strings, shown first) from the field's metadata, the type from its annotation: bool -> `--name` / `--no-name`;
+    int, float, str; a tuple of str -> a comma-separated list; `X | None` -> X. Defaults stay in the dataclass: an
+    option not given is not set (`dataclass_from_args` leaves that field at its default); the help shows the
+    default. A field without a default is a required option."""
     hints = typing.get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
         if f.name in skip:
@@ -218,13 +242,16 @@ def add_dataclass_options(parser, config_class, skip=()) -> None:
         options = dict(f.metadata)
         names = [*options.pop("aliases", ()), f"--{f.name.replace('_', '-')}"]
         kind = _option_type(config_class, f.name, hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if "help" in options:
             options["help"] = options["help"].replace("%", "%%") + _shown_default(default)
+        if required:
+            options["required"] = True
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         else:
-            options["type"] = kind
+            options["type"] = options.get("type", kind)
             if "choices" not in options:
                 options.setdefault("metavar", "A,B,..." if kind is _comma_list else f.name.upper())
         parser.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, **options)
@@ -297,7 +324,7 @@ def _limit(ds, k):
     return ds.select(range(min(k, len(ds))))
 
 
-def _setting(text: str) -> tuple[str, object]:
+def parse_setting(text: str) -> tuple[str, object]:
     """KEY=VALUE with VALUE read as JSON when it can be (true, 0.4, 8), else kept as a string (blur)."""
     key, sep, value = text.partition("=")
     if not sep or not key:

@@ -192,10 +192,10 @@ class EditConfig(Settings):
     """Rewrite flagged rows: with a diffusion editor, else by redaction.
 
     editor "redact" (default): obscure each detected region (grown by `margin` of its size on every side) with
-    the redaction `method` (pixelate, blur, fill, inpaint). editor "instruct-pix2pix" / "flowedit"
+    the redaction `method` (pixelate, blur, fill, inpaint). editor "instruct-pix2pix" / "flowedit" / "freeprompt"
     (editors.EDITORS): that editor's settings, given flat like the others (`Edit(editor="flowedit", model=...,
-    steps=20)`) and kept as `editor_settings` (their defaults and meaning:
-    editors.instruct_pix2pix.InstructPix2PixSettings, editors.flowedit.FlowEditSettings). A setting of another
+    steps=20)`) and kept as `editor_settings` (their defaults and meaning: each editor module's settings class,
+    e.g. editors.instruct_pix2pix.InstructPix2PixSettings). A setting of another
     editor is refused by name whatever its value; with "redact" every editor setting is refused (one given as None
     counts as not given). A row the editor cannot handle is redacted instead.
     Flagged rows with no region to redact are obscured whole (`unlocated="obscure"`) or dropped ("drop"), and so are
@@ -291,6 +291,31 @@ class VerifyConfig(Settings):
             raise ValueError("unlocated must be 'obscure' or 'drop'")
         if self.identity_root is not None and self.identity_model is None:
             raise ValueError("identity_root is where identity_model is found: set identity_model too")
+
+
+@dataclass(frozen=True)
+class ScoreEditConfig(Settings):
+    """How well an edit kept its scene: `s_norm = CLIP(c_pub, safe_image) / CLIP(c_pub, image)` (stages.score_edit).
+
+    `clip_model`: an open_clip model as `scoring.clip_score` names them ("ARCH/PRETRAINED", "hf-hub:org/name",
+    "local-dir:/path"); the default is the paper's ViT-L/14 (`scoring.PAPER_CLIP`, spelled out here because
+    `scoring` imports this module). `caption_column` holds the public caption, `image_column` the original and
+    `output_column` the edited image. `device`: None picks `cuda:{rank % n}` when torch sees GPUs, else the CPU.
+    `batch_size` image/caption pairs go through CLIP at a time (memory only: the scores do not depend on it).
+    """
+
+    clip_model: str = "ViT-L-14/openai"
+    caption_column: str = "c_pub"
+    image_column: str = "image"
+    output_column: str = "safe_image"
+    device: str | None = None
+    batch_size: int = 32
+    max_pixels: int | None = None  # None: Pillow's current limit (images.decode)
+    threads: int | None = None
+
+    def validate(self):
+        if not self.clip_model:
+            raise ValueError("ScoreEdit needs clip_model=... (an open_clip model)")
 
 
 def _editor_settings(editor: str, given, flat: dict) -> EditorSettings | None:

@@ -48,6 +48,7 @@ RANGES = {
     ),
     **dict.fromkeys(("retries", "rounds"), (lambda v: v >= 0, ">= 0")),
     "margin": (lambda v: v >= 0, ">= 0"),
+    "self_replace_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "cells": (lambda v: 1 <= v <= MAX_CELLS, f"between 1 and {MAX_CELLS} (more cells keep faces recognisable)"),
     "whole_image_cells": (
         lambda v: 1 <= v <= MAX_WHOLE_IMAGE_CELLS,

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from .base import Editor, EditorSettings
 from .flowedit import FlowEdit, FlowEditSettings
+from .freeprompt import FreePrompt, FreePromptSettings
 from .instruct_pix2pix import InstructPix2Pix, InstructPix2PixSettings
 
 # name -> (settings class, editor class)
 EDITORS: dict[str, tuple[type[EditorSettings], type[Editor]]] = {
     "instruct-pix2pix": (InstructPix2PixSettings, InstructPix2Pix),
     "flowedit": (FlowEditSettings, FlowEdit),
+    "freeprompt": (FreePromptSettings, FreePrompt),
 }

@@ -5,10 +5,10 @@ the public-caption and edit-instruction token embeddings side by side; its outpu
 cross-attention output. The context the UNet receives is the ordinary prompt's tokens followed by those safe
 tokens; the processor splits it. Trained weights live next to the UNet as `unet/safe_attention.safetensors`.
 
-The unconditional convention (training must match it): InstructPix2Pix runs three guidance rows per image, (text,
-image), (no text, image) and (no text, no image). In the two unconditional rows the context is the empty text's
-tokens in all three places (instruction, public caption, edit), so there the safe branch attends to empty texts,
-exactly as the ordinary cross-attention does; it is never dropped or zeroed.
+The unconditional convention (training must match it; `u2s_hf.training` does): InstructPix2Pix runs three guidance
+rows per image, (text, image), (no text, image) and (no text, no image). In the two unconditional rows the context
+is the empty text's tokens in all three places (instruction, public caption, edit), so there the safe branch attends
+to empty texts, exactly as the ordinary cross-attention does; it is never dropped or zeroed.
 """
 
 from __future__ import annotations

@@ -25,14 +25,11 @@ def clip_score(
     longer than the model's context (77 tokens for CLIP) without a word: `clip_truncated` counts the scored pairs
     whose text was cut, and so scored on its beginning only.
     """
-    import torch
-    import torch.nn.functional as F
-
     if len(images) != len(texts):
         raise ValueError(f"{len(images)} images for {len(texts)} texts")
     if isinstance(scale, bool) or scale not in CLIP_SCALES:
         raise ValueError(f"CLIP score scale must be 1 (cosine) or 100 (torchmetrics' max(100 * cos, 0)), not {scale!r}")
-    clip, preprocess, tokenizer = load_clip(model, device)
+    load_clip(model, device)  # before any row: a model that cannot be loaded fails here
     scores: list = [None] * len(texts)
     truncated = 0
     captioned = [i for i, text in enumerate(texts) if text]
@@ -41,16 +38,38 @@ def clip_score(
         rows = [i for i, rgb in decoded.items() if rgb is not None]
         if not rows:
             continue
-        batch = torch.stack([preprocess(Image.fromarray(decoded[i])) for i in rows]).to(device)
-        captions = [texts[i] for i in rows]
-        tokens = tokenizer(captions)
-        truncated += int(_cut(tokenizer, captions, tokens).sum())
-        with torch.no_grad():
-            image_features = F.normalize(clip.encode_image(batch).float(), dim=-1)
-            text_features = F.normalize(clip.encode_text(tokens.to(device)).float(), dim=-1)
-        for i, value in zip(rows, (image_features * text_features).sum(-1).tolist(), strict=True):
+        text_features, cut = embed_texts(model, [texts[i] for i in rows], device)
+        truncated += int(cut.sum())
+        cosines = (embed_images(model, [decoded[i] for i in rows], device) * text_features).sum(-1)
+        for i, value in zip(rows, cosines.tolist(), strict=True):
             scores[i] = value if scale == 1 else max(100 * value, 0.0)
     return {**counted("clip_score", scores), "clip_truncated": truncated, "per_image": scores}
+
+
+def embed_images(model: str, rgbs: list, device: str = "cpu"):
+    """Unit-length open_clip embeddings (float32, one row each) of RGB uint8 arrays, under `model` (see
+    `clip_score`); the cosine of an image and a text is the dot product of their embeddings."""
+    import torch
+    import torch.nn.functional as F
+
+    clip, preprocess, _ = load_clip(model, device)
+    batch = torch.stack([preprocess(Image.fromarray(rgb)) for rgb in rgbs]).to(device)
+    with torch.no_grad():
+        return F.normalize(clip.encode_image(batch).float(), dim=-1)
+
+
+def embed_texts(model: str, texts: list[str], device: str = "cpu"):
+    """(unit-length open_clip embeddings of `texts`, float32, one row each; which texts the tokenizer cut to its
+    context length, a bool tensor: see `_cut`)."""
+    import torch
+    import torch.nn.functional as F
+
+    clip, _, tokenizer = load_clip(model, device)
+    texts = list(texts)
+    tokens = tokenizer(texts)
+    with torch.no_grad():
+        features = F.normalize(clip.encode_text(tokens.to(device)).float(), dim=-1)
+    return features, _cut(tokenizer, texts, tokens)
 
 
 def _cut(tokenizer, texts: list[str], tokens):
