@@ -97,16 +97,12 @@ def real_sd3(folder: Path) -> Path:
     return folder
 
 
-def real_ip2p(folder: Path) -> Path:
-    from diffusers import (
-        AutoencoderKL,
-        EulerAncestralDiscreteScheduler,
-        StableDiffusionInstructPix2PixPipeline,
-        UNet2DConditionModel,
-    )
+def sd15_ip2p_parts(tok):
+    """Random-weight, real-size parts of InstructPix2Pix on Stable Diffusion 1.5: the UNet with 8 input channels,
+    SD's VAE, a CLIP ViT-L/14-size text tower (also used by benchmarks/train_steps.py)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    tok = tiny_models.clip_tokenizer(["make the person a tall man"] * 20)
-    unet = UNet2DConditionModel(  # Stable Diffusion 1.5's UNet with the 8 input channels of InstructPix2Pix
+    unet = UNet2DConditionModel(
         sample_size=64,
         in_channels=8,
         out_channels=4,
@@ -122,9 +118,17 @@ def real_ip2p(folder: Path) -> Path:
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
     )
+    return unet, vae, clip_text(768, 12, 12, 768, tok, False)
+
+
+def real_ip2p(folder: Path) -> Path:
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
+
+    tok = tiny_models.clip_tokenizer(["make the person a tall man"] * 20)
+    unet, vae, text_encoder = sd15_ip2p_parts(tok)
     StableDiffusionInstructPix2PixPipeline(
         vae=vae,
-        text_encoder=clip_text(768, 12, 12, 768, tok, False),
+        text_encoder=text_encoder,
         tokenizer=tok,
         unet=unet,
         scheduler=EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),

@@ -35,53 +35,16 @@ from u2s_hf import training  # noqa: E402
 from u2s_hf.editors import safe_attention  # noqa: E402
 
 import tiny_models  # noqa: E402
+from editor_gpu import sd15_ip2p_parts  # noqa: E402
 
 TRIPLETS, FILTERED, EPOCHS, PER_STEP = 51_401, 47_623, 200, 256
-
-
-def real_components(tok):
-    """SD1.5's UNet with InstructPix2Pix's 8 input channels, SD's VAE, a CLIP ViT-L/14-size text tower."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=8,
-        out_channels=4,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        latent_channels=4,
-        layers_per_block=2,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_attention_heads=12,
-            num_hidden_layers=12,
-            max_position_embeddings=77,
-            projection_dim=768,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-    )
-    return unet, vae, text_encoder
 
 
 def real_parts(device, dtype, texts: int) -> training.Parts:
     from diffusers import DDPMScheduler
 
     tok = tiny_models.clip_tokenizer(["make the person a tall man"] * 20)
-    unet, vae, text_encoder = real_components(tok)
+    unet, vae, text_encoder = sd15_ip2p_parts(tok)
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     return assemble(unet, vae, text_encoder, tok, scheduler, device, dtype, texts)
 
@@ -94,7 +57,7 @@ def counts(texts: int, resolution: int = 256) -> dict:
 
     tok = tiny_models.clip_tokenizer(["make the person a tall man"] * 20)
     with torch.device("meta"):
-        unet, vae, text_encoder = real_components(tok)
+        unet, vae, text_encoder = sd15_ip2p_parts(tok)
         if texts > 1:
             safe_attention.add_safe_attention(unet, 77, None)
     side = resolution // 8
