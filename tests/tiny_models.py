@@ -204,6 +204,25 @@ def sd_vae():
     )
 
 
+def sd_unet(in_channels: int, outer: str):
+    """A tiny two-level UNet2DConditionModel of the SD 1.x pipelines here (latent 16, cross-attention dim 32);
+    `outer` is "CrossAttn" for attention at the outer level too, "" for none there."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=in_channels,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        down_block_types=(f"{outer}DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", f"{outer}UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+    )
+
+
 def clip_text_encoder(tok):
     """A tiny CLIPTextModel (hidden size 32) for `tok`, the text encoder of the SD 1.x pipelines here."""
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -227,7 +246,7 @@ def clip_text_encoder(tok):
 def instruct_pix2pix(folder: Path) -> Path:
     """A tiny StableDiffusionInstructPix2PixPipeline (VAE scale factor 4), saved like a Hub checkpoint."""
     import torch
-    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
 
     torch.manual_seed(0)
     tok = clip_tokenizer(
@@ -238,18 +257,7 @@ def instruct_pix2pix(folder: Path) -> Path:
         ]
         * 20
     )
-    unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=8,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-    )
+    unet = sd_unet(in_channels=8, outer="")  # attention only at the inner level
     vae = sd_vae()
     text_encoder = clip_text_encoder(tok)
     scheduler = EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
@@ -271,24 +279,13 @@ def sd15(folder: Path) -> Path:
     InstructPix2Pix one; self-attention at both UNet levels, so the outer level is there to be left alone; SD 1.5's
     PNDM scheduler config, which an editor that samples with DDIM converts), saved like a Hub checkpoint."""
     import torch
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
 
     torch.manual_seed(0)
     tok = clip_tokenizer(
         ["a person with short grey hair in a blue suit", "a tall man with red hair", "a realistic image of a cat"] * 20
     )
-    unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        norm_num_groups=8,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-    )
+    unet = sd_unet(in_channels=4, outer="CrossAttn")
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,

@@ -332,12 +332,12 @@ def _save_pipeline(out: Path, config: TrainConfig, unet) -> None:
     own weights (a plain UNet loads them without complaint)."""
     from diffusers import StableDiffusionInstructPix2PixPipeline
 
-    from .editors import safe_attention
+    from .editors import pipelines, safe_attention
 
     blocks = [block for _, block in safe_attention.transformer_blocks(unet) if hasattr(block, "safe_attn")]
     modules = [block.safe_attn for block in blocks]
     pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-        config.model, revision=config.revision, unet=unet, safety_checker=None, requires_safety_checker=False
+        config.model, revision=config.revision, unet=unet, **pipelines.NO_SAFETY_CHECKER
     )
     for block in blocks:
         del block.safe_attn

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .. import runtime
 from . import pipelines
 from .base import Editor, EditorSettings
 
@@ -67,11 +66,8 @@ class FlowEdit(Editor):
     def from_pretrained(cls, settings: FlowEditSettings, device: str) -> FlowEdit:
         from diffusers import StableDiffusion3Pipeline
 
-        dtype = runtime.torch_dtype(settings.dtype, device)
         without_t5 = {} if settings.text_encoder_3 else {"text_encoder_3": None, "tokenizer_3": None}
-        pipe = StableDiffusion3Pipeline.from_pretrained(
-            settings.model, revision=settings.revision, dtype=dtype, **without_t5
-        )
+        pipe = pipelines.load(StableDiffusion3Pipeline, settings, device, **without_t5)
         return cls(pipelines.place(pipe, device, settings.cpu_offload), settings, device)
 
     @property

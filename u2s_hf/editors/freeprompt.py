@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .. import runtime
 from . import pipelines
 from .base import Editor, EditorSettings
 
@@ -132,13 +131,7 @@ class FreePrompt(Editor):
     def from_pretrained(cls, settings: FreePromptSettings, device: str) -> FreePrompt:
         from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline.from_pretrained(
-            settings.model,
-            revision=settings.revision,
-            dtype=runtime.torch_dtype(settings.dtype, device),
-            safety_checker=None,
-            requires_safety_checker=False,
-        )
+        pipe = pipelines.load(StableDiffusionPipeline, settings, device, **pipelines.NO_SAFETY_CHECKER)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, set_alpha_to_one=False)
         editor = cls(pipelines.place(pipe, device, settings.cpu_offload), settings, device)
         editor.sharing = _Sharing()

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import runtime
 from . import pipelines
 from . import safe_attention as safe_attention_module
 from .base import Editor, EditorSettings
@@ -56,13 +55,7 @@ class InstructPix2Pix(Editor):
     def from_pretrained(cls, settings: InstructPix2PixSettings, device: str) -> InstructPix2Pix:
         from diffusers import StableDiffusionInstructPix2PixPipeline
 
-        pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            settings.model,
-            revision=settings.revision,
-            dtype=runtime.torch_dtype(settings.dtype, device),
-            safety_checker=None,
-            requires_safety_checker=False,
-        )
+        pipe = pipelines.load(StableDiffusionInstructPix2PixPipeline, settings, device, **pipelines.NO_SAFETY_CHECKER)
         if settings.safe_attention:
             untrained = settings.safe_attention == "untrained"
             weights = None if untrained else safe_weights(settings.model, settings.revision)

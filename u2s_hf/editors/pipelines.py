@@ -1,9 +1,22 @@
-"""What the diffusion editors share: device placement and the aspect-keeping fit to the model's size."""
+"""What the diffusion editors share: loading, device placement and the aspect-keeping fit to the model's size."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+
+from .. import runtime
+
+# Stable Diffusion 1.x checkpoints ship a safety checker that blanks images it judges unsafe: an edit must never be
+# replaced by a black image behind Edit's back, so the SD 1.x editors load without it.
+NO_SAFETY_CHECKER = {"safety_checker": None, "requires_safety_checker": False}
+
+
+def load(pipeline_class, settings, device: str, **components):
+    """`pipeline_class.from_pretrained` for an editor's settings: its model and revision, in its dtype on `device`
+    (`components` replace or leave out parts of the pipeline)."""
+    dtype = runtime.torch_dtype(settings.dtype, device)
+    return pipeline_class.from_pretrained(settings.model, revision=settings.revision, dtype=dtype, **components)
 
 
 def place(pipe, device: str, cpu_offload: bool):
