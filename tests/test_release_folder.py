@@ -14,7 +14,7 @@ import pytest
 from u2s_hf import cli
 from u2s_hf.release_folder import MARKER, ReleaseFolder
 
-REPO = Path(__file__).resolve().parent.parent
+from processes import REPO, u2s, wait_for
 
 
 def run(args, capsys):
@@ -95,29 +95,6 @@ def test_a_second_run_into_the_same_out_is_refused_at_once(src, tmp_path, capsys
     assert run(["anonymize", src, "--out", out], capsys)[0] == 0
 
 
-def _u2s(*args, log: Path) -> subprocess.Popen:
-    """The command in its own process; its output goes to `log` (a pipe nobody reads would block it)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with open(log, "ab") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "u2s_hf.cli", *map(str, args)],
-            env=env,
-            cwd=REPO,
-            stdout=output,
-            stderr=output,
-            start_new_session=True,
-        )
-
-
-def _wait_for(condition, seconds=120):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.fixture
 def many(tmp_path, photos):
     folder = tmp_path / "many"
@@ -130,9 +107,9 @@ def many(tmp_path, photos):
 def test_a_killed_run_leaves_no_release_and_a_plain_rerun_succeeds(many, tmp_path):
     out = tmp_path / "out"
     log = tmp_path.parent / f"{tmp_path.name}.log"
-    process = _u2s("anonymize", many, "--out", out, "--batch-size", "2", log=log)
+    process = u2s("anonymize", many, "--out", out, "--batch-size", "2", log=log)
     try:
-        assert _wait_for(lambda: any(tmp_path.glob(".out.tmp-*")) or process.poll() is not None)
+        assert wait_for(lambda: any(tmp_path.glob(".out.tmp-*")) or process.poll() is not None)
         time.sleep(1.0)  # well into the run
         assert process.poll() is None, log.read_text()
         os.kill(process.pid, signal.SIGKILL)
@@ -141,7 +118,7 @@ def test_a_killed_run_leaves_no_release_and_a_plain_rerun_succeeds(many, tmp_pat
         if process.poll() is None:
             process.kill()
     assert not out.exists()  # nothing that looks like a release
-    rerun = _u2s("anonymize", many, "--out", out, "--limit", "2", log=log)
+    rerun = u2s("anonymize", many, "--out", out, "--limit", "2", log=log)
     assert rerun.wait(300) == 0, log.read_text()
     assert (out / MARKER).is_file() and len(datasets.load_from_disk(str(out))["train"]) == 2
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the killed run's folder is gone
@@ -170,7 +147,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
 def test_num_proc_workers_exit_when_the_parent_is_killed(many, tmp_path):
-    process = _u2s(
+    process = u2s(
         "anonymize",
         many,
         "--out",
@@ -183,13 +160,13 @@ def test_num_proc_workers_exit_when_the_parent_is_killed(many, tmp_path):
     )
     workers: set[int] = set()
     try:
-        assert _wait_for(lambda: len(_children(process.pid)) >= 2 or process.poll() is not None, 180)
+        assert wait_for(lambda: len(_children(process.pid)) >= 2 or process.poll() is not None, 180)
         time.sleep(2.0)  # the workers are inside a stage by now
         workers = _children(process.pid)
         assert workers and process.poll() is None
         os.kill(process.pid, signal.SIGKILL)
         process.wait(30)
-        assert _wait_for(lambda: not any(_alive(w) for w in workers), 30), "workers outlived their parent"
+        assert wait_for(lambda: not any(_alive(w) for w in workers), 30), "workers outlived their parent"
     finally:
         for pid in workers | {process.pid}:
             try:

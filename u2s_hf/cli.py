@@ -11,7 +11,9 @@ import types
 import typing
 from pathlib import Path
 
-from . import evaluation, evaluation_report, pipeline, release_card, report, sources, training_config
+import datasets
+
+from . import evaluation, evaluation_report, pipeline, release_card, report, shards, sources, training_config
 from .judge_config import PAPER_JUDGE, JudgeConfig
 from .publish import MAX_SHARD_SIZE, check_options, publish
 from .release_folder import ReleaseError, ReleaseFolder
@@ -32,6 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-proc", type=_positive, help="worker processes for datasets.map")
     run.add_argument("--batch-size", type=_positive, default=pipeline.MAP_BATCH_SIZE, help="default: %(default)s")
     run.add_argument("--limit", type=_positive, help="only the first K rows of each split")
+    run.add_argument(
+        "--shard-size",
+        type=_positive,
+        default=shards.SHARD_SIZE,
+        metavar="N",
+        help="work on N rows at a time and keep each finished shard: a rerun with the same arguments after a crash "
+        "or kill resumes from the first unfinished one (default: %(default)s)",
+    )
+    run.add_argument(
+        "--streaming",
+        action="store_true",
+        help="read a Parquet or Hub source as it is worked on, without downloading or loading it whole first",
+    )
     run.add_argument(
         "--set",
         action="append",
@@ -72,7 +87,7 @@ def _anonymize(args) -> int:
     src = Path(args.src)
     folder = ReleaseFolder(args.out, protect=[src] if src.exists() else [], overwrite=args.overwrite)
     with folder:  # locked: a second run into the same --out stops here
-        source = sources.load(args.src, args.split, args.name)
+        source = sources.load(args.src, args.split, args.name, streaming=args.streaming)
         for name in source.skipped:
             print(f"u2s: skipped {name!r}: not an image that datasets loads (not in the release)", file=sys.stderr)
         ds = source.data
@@ -80,20 +95,42 @@ def _anonymize(args) -> int:
         if args.limit:
             ds = _limit(ds, args.limit)
         chosen = pipeline.preset(args.preset, image_column=image_column, **overrides)
-        safe, timings = pipeline.run(
-            ds,
-            chosen,
+        options = dict(
             image_column=image_column,
             num_proc=args.num_proc,
             batch_size=args.batch_size,
-            image_root=source.image_root or False,
-            keep_columns=args.keep_columns,
+            image_root=str(source.image_root) if source.image_root else False,
+            keep_columns=tuple(args.keep_columns),
         )
+        safe, timings, work = _run_in_shards(ds, chosen, folder, args.shard_size, options)
         summary = report.build(safe, chosen, timings, source=source.name, skipped_files=len(source.skipped))
-        release_card.write_release(safe, folder.tmp, summary)
+        release_card.write_beside(safe, folder.tmp, summary)
         out = folder.commit()
+    work.remove()
     print(report.summary_line(summary, str(out)))
     return _publish(args, release=out, repo_id=args.push_to_hub) if args.push_to_hub else 0
+
+
+def _run_in_shards(ds, chosen, folder: ReleaseFolder, shard_size: int, options: dict):
+    """The release rows of every split, worked on shard by shard (see `shards`) and assembled in `folder.tmp`; the
+    seconds per stage (per split for a DatasetDict, as `pipeline.run` gives them) and the work folder to remove once
+    the release is in place."""
+    several = isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict))
+    splits = dict(ds) if several else {"all": ds}
+    seen = [getattr(rows, "_fingerprint", None) for rows in splits.values()]  # None: a stream (digests suffice)
+    work = shards.WorkFolder(folder.out, shards.settings_key(chosen, seen, shard_size, options))
+    progress = shards.Progress()
+    parts, timings = {}, {}
+    for split, rows in splits.items():
+        done, timings[split] = shards.run(rows, chosen, work, split, shard_size, progress, **options)
+        parts[split] = shards.assemble(done, folder.tmp / split if several else folder.tmp)
+    if several:
+        shards.write_splits(folder.tmp, parts)
+    if progress.kept:
+        print(f"u2s: {progress.line()}", file=sys.stderr)
+    if several:
+        return datasets.DatasetDict(parts), timings, work
+    return parts["all"], timings["all"], work
 
 
 def _add_keep_column(parser, help: str) -> None:
@@ -320,7 +357,9 @@ def _run_name(src: str, taken) -> str:
 
 def _limit(ds, k):
     if hasattr(ds, "keys"):
-        return type(ds)({split: part.select(range(min(k, len(part)))) for split, part in ds.items()})
+        return type(ds)({split: _limit(part, k) for split, part in ds.items()})
+    if isinstance(ds, datasets.IterableDataset):
+        return ds.take(k)
     return ds.select(range(min(k, len(ds))))
 
 

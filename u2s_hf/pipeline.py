@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -230,23 +231,24 @@ def run(
     keep_columns=(),
     **overrides,
 ):
-    """`anonymize`, also returning seconds spent per stage (for reports)."""
+    """`anonymize`, also returning seconds spent per stage (for reports; none for a streamed dataset, whose rows
+    are only worked on as they are read)."""
     chosen = _build_preset(preset, {"image_column": image_column, **overrides})
-    if isinstance(ds, datasets.DatasetDict):
+    if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         timings = {}
         splits = {}
         for split, part in ds.items():
             splits[split], timings[split] = run(
                 part, chosen, image_column, keep_original, num_proc, batch_size, image_root, keep_columns
             )
-        return datasets.DatasetDict(splits), timings
-    if not isinstance(ds, datasets.Dataset):
-        raise TypeError(f"anonymize needs a datasets.Dataset or DatasetDict, not {type(ds).__name__}")
-    if image_column not in ds.column_names:
-        raise ValueError(f"image column {image_column!r} not found; columns: {ds.column_names}")
-    feature = ds.features[image_column]
-    if not isinstance(feature, datasets.Image):
-        raise ValueError(f"column {image_column!r} is {feature}, not an Image column")
+        return type(ds)(splits), timings
+    if not isinstance(ds, (datasets.Dataset, datasets.IterableDataset)):
+        raise TypeError(
+            f"anonymize needs a datasets.Dataset, IterableDataset or a dict of them, not {type(ds).__name__}"
+        )
+    _check_columns(ds, image_column, keep_columns)
+    if isinstance(ds, datasets.IterableDataset):
+        return _streamed(ds, chosen, image_column, keep_original, batch_size, image_root, keep_columns), {}
     runtime.children_exit_with_parent()
     logger.info(
         "u2s preset %s on %d rows: %s (device %s)",
@@ -255,9 +257,6 @@ def run(
         ", ".join(map(repr, chosen.stages)),
         runtime.device_for(0),
     )
-    missing = sorted(set(keep_columns) - set(ds.column_names))
-    if missing:
-        raise ValueError(f"keep_columns: no column {', '.join(missing)}; columns: {', '.join(ds.column_names)}")
     # Decode inside the stages, not in datasets: a corrupt image must become an error row, not a crashed map.
     ds = ds.cast_column(image_column, datasets.Image(decode=False))
     timings = {}
@@ -280,10 +279,71 @@ def run(
         for name in undecoded:  # the release view decodes them again
             ds = ds.cast_column(name, datasets.Image())
         timings[stage.name] = round(time.perf_counter() - start, 3)
-    dropped = [name for name in PATH_COLUMNS if name in ds.column_names and name not in keep_columns]
-    if not keep_original:
-        dropped.append(image_column)
-    return ds.remove_columns(dropped), timings
+    return ds.remove_columns(_dropped(ds.column_names, image_column, keep_original, keep_columns)), timings
+
+
+def _streamed(ds, chosen, image_column, keep_original, batch_size, image_root, keep_columns):
+    """The chain over a streamed dataset, lazily: each batch of rows, as it is read, goes through the very code a
+    Dataset goes through (a Dataset of that batch, in memory), so rows leave with the same values and bytes, and
+    the returned IterableDataset says its features before a row is read."""
+    source = datasets.Features({**ds.features, image_column: datasets.Image(decode=False)})
+    release = _release_features(source, chosen, image_column, keep_original, keep_columns)
+
+    def chain(table):
+        with _quiet():
+            # a generator's batches are typed from their values (a column of None paths is null): cast them
+            part = datasets.Dataset(table.cast(source.arrow_schema), info=datasets.DatasetInfo(features=source))
+            safe, _ = run(part, chosen, image_column, keep_original, None, batch_size, image_root, keep_columns)
+        return safe.data.table.select(list(release))
+
+    rows = ds.cast(source).with_format("arrow")
+    dropped = [name for name in source if name not in release]
+    return rows.map(chain, batched=True, batch_size=batch_size, remove_columns=dropped).with_format(None).cast(release)
+
+
+def _release_features(source, chosen, image_column, keep_original, keep_columns) -> datasets.Features:
+    """The release view's columns and types, in the order a Dataset's maps give them (new columns at the end, in
+    the order the stages write them)."""
+    features = dict(source)
+    for stage in chosen.stages:
+        features.update(stage.features())
+    dropped = _dropped(list(features), image_column, keep_original, keep_columns)
+    return datasets.Features({name: feature for name, feature in features.items() if name not in dropped})
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No progress bars and no run log for the maps of one streamed batch."""
+    bars = datasets.utils.are_progress_bars_disabled()
+    level = logger.level
+    datasets.utils.disable_progress_bars()
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if not bars:
+            datasets.utils.enable_progress_bars()
+
+
+def _check_columns(ds, image_column, keep_columns) -> None:
+    """Refuse, before any work, an image column that is missing or not an Image column, and unknown keep_columns."""
+    features = ds.features
+    if features is None:  # a streamed dataset after a map that did not say what it returns
+        raise ValueError("the dataset's features are unknown: pass features= to its map, or cast its columns")
+    if image_column not in features:
+        raise ValueError(f"image column {image_column!r} not found; columns: {list(features)}")
+    if not isinstance(features[image_column], datasets.Image):
+        raise ValueError(f"column {image_column!r} is {features[image_column]}, not an Image column")
+    missing = sorted(set(keep_columns) - set(features))
+    if missing:
+        raise ValueError(f"keep_columns: no column {', '.join(missing)}; columns: {', '.join(features)}")
+
+
+def _dropped(names, image_column, keep_original, keep_columns) -> list[str]:
+    """The columns the release view leaves out (see `anonymize`)."""
+    dropped = [name for name in PATH_COLUMNS if name in names and name not in keep_columns]
+    return dropped if keep_original else [*dropped, image_column]
 
 
 def _image_root(ds, image_column, image_root) -> str | None:

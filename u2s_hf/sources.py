@@ -12,6 +12,7 @@ import datasets
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name; a bare name could be a mistyped folder
 # Files an image folder may hold that `imagefolder` reads as metadata, not as rows.
 METADATA_FILES = {"metadata.csv", "metadata.jsonl", "metadata.parquet"}
+DATASETS = (datasets.Dataset, datasets.IterableDataset)
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class Source:
     for Parquet, save_to_disk and Hub sources, whose cells must carry their bytes); `skipped` are the files of an
     image folder that became no row (relative names)."""
 
-    data: datasets.Dataset | datasets.DatasetDict
+    data: datasets.Dataset | datasets.DatasetDict | datasets.IterableDataset | datasets.IterableDatasetDict
     name: str
     path: Path | None
     image_root: Path | None
@@ -31,12 +32,13 @@ class SourceError(ValueError):
     """A source that cannot be opened; the message says why and what to do."""
 
 
-def load(src: str, split: str | None = None, name: str | None = None) -> Source:
-    """`src` opened for anonymising, with what the release needs to know about it (see `Source`)."""
+def load(src: str, split: str | None = None, name: str | None = None, streaming: bool = False) -> Source:
+    """`src` opened for anonymising, with what the release needs to know about it (see `Source`). `streaming`: a
+    Parquet file or a Hub dataset read as it is iterated (IterableDataset), nothing downloaded or loaded first."""
     path = Path(src)
-    everything = _open(src, path)
+    everything = _stream(src, path) if streaming else _open(src, path)
     local = path.exists()
-    first = everything if isinstance(everything, datasets.Dataset) else next(iter(everything.values()), None)
+    first = everything if isinstance(everything, DATASETS) else next(iter(everything.values()), None)
     folder = (
         local and path.is_dir() and not _saved(path) and first is not None and first.info.builder_name == "imagefolder"
     )
@@ -97,6 +99,24 @@ def _open(src: str, path: Path):
     return loaded
 
 
+def _stream(src: str, path: Path):
+    if path.is_file() and path.suffix == ".parquet":
+        files = str(path)
+    elif not path.exists() and HUB_ID.match(src):
+        files = None
+    else:
+        raise SourceError(
+            f"--streaming reads a .parquet file or a Hub dataset id, not {src}: a folder or save_to_disk source is "
+            "read shard by shard without it"
+        )
+    try:
+        if files:
+            return datasets.load_dataset("parquet", data_files=files, streaming=True)
+        return datasets.load_dataset(src, streaming=True)
+    except Exception as exc:
+        raise SourceError(f"cannot stream {src}: {type(exc).__name__}: {exc}") from None
+
+
 def _saved(path: Path) -> bool:
     """A `save_to_disk` folder."""
     return (path / "state.json").exists() or (path / "dataset_dict.json").exists()
@@ -105,7 +125,7 @@ def _saved(path: Path) -> bool:
 def image_column_of(ds, wanted: str | None) -> str:
     """The image column: the one asked for, else the first Image column. A column asked for must be an Image
     column: any other (say, text) would be read as file paths."""
-    features = ds.features if isinstance(ds, datasets.Dataset) else next(iter(ds.values())).features
+    features = ds.features if isinstance(ds, DATASETS) else next(iter(ds.values())).features
     if wanted:
         if wanted not in features:
             raise SourceError(f"no column {wanted!r}; columns: {', '.join(features)}")
@@ -123,7 +143,7 @@ def image_column_of(ds, wanted: str | None) -> str:
 
 
 def _pick_split(loaded, split, src):
-    if isinstance(loaded, datasets.Dataset):
+    if isinstance(loaded, DATASETS):
         return loaded
     if split is None:
         return loaded
