@@ -229,3 +229,20 @@ def test_renamed_columns_reach_the_release_and_its_contact_sheet(sample_dir, tmp
     release = datasets.load_from_disk(str(out))["train"]
     assert {"risky", "anon"} <= set(release.column_names) and "privacy_flag" not in release.column_names
     assert (out / "contact_sheet.png").is_file() and sum(release["risky"]) >= 3
+
+
+@pytest.mark.parametrize(
+    "options, said",
+    [
+        (["--engine", "ray", "--num-proc", "2"], "--num-proc is an option of --engine datasets"),
+        (["--engine", "ray", "--streaming"], "--streaming is an option of --engine datasets"),
+        (["--engine", "ray", "--shard-size", "10"], "--shard-size is an option of --engine datasets"),
+        (["--concurrency", "2"], "--concurrency is an option of --engine ray"),
+        (["--num-gpus", "1"], "--num-gpus is an option of --engine ray"),
+    ],
+)
+def test_options_of_the_other_engine_are_refused_before_the_run(sample_dir, tmp_path, capsys, options, said):
+    out = tmp_path / "out"
+    code, _, err = run(["anonymize", sample_dir, "--out", out, *options], capsys)
+    assert code == 2 and said in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []

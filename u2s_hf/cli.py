@@ -48,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="read a Parquet or Hub source as it is worked on, without downloading or loading it whole first",
     )
     run.add_argument(
+        "--engine",
+        choices=("datasets", "ray"),
+        default="datasets",
+        help="ray: run the stages as Ray Data actors, on this machine or a cluster (pip install 'u2s_hf[ray]'; "
+        "default: %(default)s)",
+    )
+    run.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster (default: RAY_ADDRESS, else a local one)")
+    run.add_argument("--concurrency", type=_positive, metavar="N", help="--engine ray: actors per stage")
+    run.add_argument(
+        "--num-gpus", type=float, default=0, metavar="G", help="--engine ray: GPUs per actor of a model stage"
+    )
+    run.add_argument(
         "--set",
         action="append",
         default=[],
@@ -84,6 +96,7 @@ def _anonymize(args) -> int:
     overrides = preset_overrides(args.set)
     pipeline.preset(args.preset, **overrides)  # refuse bad settings before anything is read or written
     _check_publish_options(args)
+    _check_engine_options(args)
     src = Path(args.src)
     folder = ReleaseFolder(args.out, protect=[src] if src.exists() else [], overwrite=args.overwrite)
     with folder:  # locked: a second run into the same --out stops here
@@ -95,20 +108,61 @@ def _anonymize(args) -> int:
         if args.limit:
             ds = _limit(ds, args.limit)
         chosen = pipeline.preset(args.preset, image_column=image_column, **overrides)
-        options = dict(
-            image_column=image_column,
-            num_proc=args.num_proc,
-            batch_size=args.batch_size,
-            image_root=str(source.image_root) if source.image_root else False,
-            keep_columns=tuple(args.keep_columns),
-        )
-        safe, timings, work = _run_in_shards(ds, chosen, folder, args.shard_size, options)
-        summary = report.build(safe, chosen, timings, source=source.name, skipped_files=len(source.skipped))
-        release_card.write_beside(safe, folder.tmp, summary)
+        if args.engine == "ray":
+            summary, work = _write_with_ray(ds, chosen, folder, source, image_column, args), None
+        else:
+            summary, work = _write_in_shards(ds, chosen, folder, source, image_column, args)
         out = folder.commit()
-    work.remove()
+    if work is not None:
+        work.remove()
     print(report.summary_line(summary, str(out)))
     return _publish(args, release=out, repo_id=args.push_to_hub) if args.push_to_hub else 0
+
+
+def _write_in_shards(ds, chosen, folder: ReleaseFolder, source, image_column: str, args):
+    """The release written into `folder.tmp` by the datasets engine, shard by shard: its report, and the work folder
+    to remove once the release is in place."""
+    options = dict(
+        image_column=image_column,
+        num_proc=args.num_proc,
+        batch_size=args.batch_size,
+        image_root=str(source.image_root) if source.image_root else False,
+        keep_columns=tuple(args.keep_columns),
+    )
+    safe, timings, work = _run_in_shards(ds, chosen, folder, args.shard_size, options)
+    summary = report.build(safe, chosen, timings, source=source.name, skipped_files=len(source.skipped))
+    release_card.write_beside(safe, folder.tmp, summary)
+    return summary, work
+
+
+def _write_with_ray(ds, chosen, folder: ReleaseFolder, source, image_column: str, args) -> dict:
+    """The release written into `folder.tmp` by Ray Data actors: its report."""
+    from . import ray as ray_engine  # ray is an optional extra
+
+    return ray_engine.write_release(
+        ds,
+        folder.tmp,
+        chosen,
+        source=source,
+        image_column=image_column,
+        batch_size=args.batch_size,
+        keep_columns=tuple(args.keep_columns),
+        concurrency=args.concurrency,
+        num_gpus=args.num_gpus,
+        address=args.ray_address,
+    )
+
+
+def _check_engine_options(args) -> None:
+    """Options that belong to one engine are refused with the other, before the run."""
+    if args.engine == "ray":
+        for name, unset in (("num_proc", None), ("streaming", False), ("shard_size", shards.SHARD_SIZE)):
+            if getattr(args, name) != unset:
+                raise ValueError(f"--{name.replace('_', '-')} is an option of --engine datasets, not of --engine ray")
+        return
+    for name, unset in (("ray_address", None), ("concurrency", None), ("num_gpus", 0)):
+        if getattr(args, name) != unset:
+            raise ValueError(f"--{name.replace('_', '-')} is an option of --engine ray")
 
 
 def _run_in_shards(ds, chosen, folder: ReleaseFolder, shard_size: int, options: dict):

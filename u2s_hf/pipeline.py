@@ -246,7 +246,7 @@ def run(
         raise TypeError(
             f"anonymize needs a datasets.Dataset, IterableDataset or a dict of them, not {type(ds).__name__}"
         )
-    _check_columns(ds, image_column, keep_columns)
+    check_columns(ds, image_column, keep_columns)
     if isinstance(ds, datasets.IterableDataset):
         return _streamed(ds, chosen, image_column, keep_original, batch_size, image_root, keep_columns), {}
     runtime.children_exit_with_parent()
@@ -263,7 +263,7 @@ def run(
     maps = dict(batched=True, batch_size=batch_size, num_proc=num_proc, writer_batch_size=WRITER_BATCH_SIZE)
     if holds_paths(ds, image_column):
         start = time.perf_counter()
-        reader = ReadImages(image_column=image_column, image_root=_image_root(ds, image_column, image_root))
+        reader = ReadImages(image_column=image_column, image_root=image_root_of(ds, image_column, image_root))
         # Never from the cache: the files may have changed since, whatever their names and times say.
         fingerprint = runtime.fingerprint(ds._fingerprint, reader.name, reader.config)
         ds = ds.map(reader, load_from_cache_file=False, desc="u2s read", new_fingerprint=fingerprint, **maps)
@@ -287,7 +287,7 @@ def _streamed(ds, chosen, image_column, keep_original, batch_size, image_root, k
     Dataset goes through (a Dataset of that batch, in memory), so rows leave with the same values and bytes, and
     the returned IterableDataset says its features before a row is read."""
     source = datasets.Features({**ds.features, image_column: datasets.Image(decode=False)})
-    release = _release_features(source, chosen, image_column, keep_original, keep_columns)
+    release = release_features(source, chosen, image_column, keep_original, keep_columns)
 
     def chain(table):
         with _quiet():
@@ -301,7 +301,7 @@ def _streamed(ds, chosen, image_column, keep_original, batch_size, image_root, k
     return rows.map(chain, batched=True, batch_size=batch_size, remove_columns=dropped).with_format(None).cast(release)
 
 
-def _release_features(source, chosen, image_column, keep_original, keep_columns) -> datasets.Features:
+def release_features(source, chosen, image_column, keep_original, keep_columns) -> datasets.Features:
     """The release view's columns and types, in the order a Dataset's maps give them (new columns at the end, in
     the order the stages write them)."""
     features = dict(source)
@@ -326,7 +326,7 @@ def _quiet():
             datasets.utils.enable_progress_bars()
 
 
-def _check_columns(ds, image_column, keep_columns) -> None:
+def check_columns(ds, image_column, keep_columns) -> None:
     """Refuse, before any work, an image column that is missing or not an Image column, and unknown keep_columns."""
     features = ds.features
     if features is None:  # a streamed dataset after a map that did not say what it returns
@@ -346,7 +346,7 @@ def _dropped(names, image_column, keep_original, keep_columns) -> list[str]:
     return dropped if keep_original else [*dropped, image_column]
 
 
-def _image_root(ds, image_column, image_root) -> str | None:
+def image_root_of(ds, image_column, image_root) -> str | None:
     """The folder path-only cells may be read from (see `anonymize`), or None."""
     if image_root is False:
         return None

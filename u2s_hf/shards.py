@@ -27,9 +27,11 @@ import xxhash
 from . import pipeline, runtime
 from .release_folder import ReleaseError
 
-SHARD_SIZE = 500
+SHARD_SIZE = 200  # rows; memory holds one shard's memory-mapped files (about 0.5 MB a row for 512-px photos)
 OWNER = ".u2s-shards"  # the marker file of a work folder u2s made (nothing else is ever removed)
-STATE = "state.json"  # what `save_to_disk` writes and `load_from_disk` reads, beside the Arrow files
+DATA = "rows.arrow"  # a finished shard's release rows
+# What `save_to_disk` writes beside its Arrow files and `load_from_disk` reads: the release is assembled in that form.
+STATE = "state.json"
 INFO = "dataset_info.json"
 
 
@@ -104,12 +106,23 @@ def _work_on(table: pa.Table, features, shard: Path, chosen, options) -> None:
     safe, timings = pipeline.run(rows, chosen, **options)
     saved = shard.with_name(f"{shard.name}.tmp")
     shutil.rmtree(saved, ignore_errors=True)
-    safe.save_to_disk(str(saved), num_shards=1)
+    saved.mkdir()
+    _write_arrow(safe, saved / DATA)
+    safe.info.write_to_directory(str(saved))
     (saved / "timings.json").write_text(json.dumps(timings))
     del safe, rows
     gc.collect()  # drop the maps' memory-mapped files before the next shard
     os.replace(saved, shard)
     shutil.rmtree(scratch)
+
+
+def _write_arrow(ds: datasets.Dataset, path: Path) -> None:
+    """The rows as one Arrow file, a few rows at a time: `save_to_disk` would hold batches of up to 100 MB in memory
+    (and read the files of path-only image cells into the release)."""
+    schema = ds.features.arrow_schema
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for table in ds.with_format("arrow").iter(batch_size=pipeline.WRITER_BATCH_SIZE):
+            writer.write_table(table)
 
 
 def assemble(shards: list[Path], dest: Path) -> datasets.Dataset:
@@ -120,13 +133,20 @@ def assemble(shards: list[Path], dest: Path) -> datasets.Dataset:
     for k, shard in enumerate(shards):
         name = f"data-{k:05d}-of-{len(shards):05d}.arrow"
         try:
-            os.link(shard / "data-00000-of-00001.arrow", dest / name)
+            os.link(shard / DATA, dest / name)
         except OSError:
-            shutil.copyfile(shard / "data-00000-of-00001.arrow", dest / name)
+            shutil.copyfile(shard / DATA, dest / name)
         files.append({"filename": name})
-    state = json.loads((shards[0] / STATE).read_text())
-    digest = xxhash.xxh3_64("".join(shard.name for shard in shards).encode()).hexdigest()
-    (dest / STATE).write_text(json.dumps({**state, "_data_files": files, "_fingerprint": digest}, indent=2))
+    state = {
+        "_data_files": files,
+        "_fingerprint": xxhash.xxh3_64("".join(shard.name for shard in shards).encode()).hexdigest(),
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    (dest / STATE).write_text(json.dumps(state, indent=2))
     shutil.copyfile(shards[0] / INFO, dest / INFO)
     return datasets.load_from_disk(str(dest))
 
