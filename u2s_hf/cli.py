@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_publish(commands)
     _add_evaluate(commands)
     _add_train(commands)
+    _add_app(commands)
     return parser
 
 
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        commands = {"anonymize": _anonymize, "publish": _publish, "evaluate": _evaluate, "train": _train}
+        commands = {"anonymize": _anonymize, "publish": _publish, "evaluate": _evaluate, "train": _train, "app": _app}
         return commands[args.command](args)
     except (sources.SourceError, ReleaseError, ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"u2s: error: {exc}", file=sys.stderr)
@@ -316,6 +317,25 @@ def _train(args) -> int:
     config = dataclass_from_args(training_config.TrainConfig, args)
     out = training.train_instruct_pix2pix(config)
     print(f"u2s train: wrote {out} (load it with u2s.Edit(editor='instruct-pix2pix', model='{out}'))")
+    return 0
+
+
+def _add_app(commands) -> None:
+    run = commands.add_parser("app", help="a web page on this machine to try anonymising a few images (Gradio)")
+    run.add_argument(
+        "--preset", default=pipeline.DEFAULT_PRESET, choices=sorted(pipeline.PRESETS), help="default: %(default)s"
+    )
+    run.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s, this machine)")
+    run.add_argument("--port", type=_positive, default=7860, help="default: %(default)s")
+
+
+def _app(args) -> int:
+    from . import app  # gradio is an optional extra (u2s_hf[app])
+
+    def anonymize(argv: list[str]) -> int:  # the page's runs are `u2s anonymize` runs; app.py cannot import cli.py
+        return _anonymize(build_parser().parse_args(["anonymize", *argv]))
+
+    app.launch(args.preset, args.host, args.port, anonymize)
     return 0
 
 
