@@ -95,3 +95,34 @@ def test_vispr_stage1_check_against_its_labels(tmp_path, photos):
     assert ours == ["1.0000", "0.6667", "0.8000", "1.0000", "0.5000", "0.6667"]
     paper = table_rows((out / "tables.md").read_text())["paper: U2S FE LLM"]
     assert paper == ["0.9750", "0.7930", "0.8740", "0.8500", "0.9270", "0.8870"]
+
+
+def test_coco_is_measured_by_captioning(tmp_path, photos, tmp_path_factory):
+    """COCO's utility is the captioning task (Table 4): a tiny BLIP-2 fine-tuned on the anonymised train2014 and
+    scored against the original val2014 captions, beside the paper's BLEU-4 and CIDEr."""
+    root = tmp_path / "coco"
+    layout = {"train2014": ("astronaut", "coffee", "chelsea"), "val2014": ("grace_hopper", "camera")}
+    for year, names in layout.items():
+        (root / year).mkdir(parents=True)
+        pictures, notes = [], []
+        for i, name in enumerate(names):
+            pictures.append({"id": i, "file_name": f"COCO_{year}_{i:012d}.jpg"})
+            photos[name].convert("RGB").save(root / year / pictures[-1]["file_name"], quality=95)
+            notes.append({"id": 100 + i, "image_id": i, "caption": f"a photo of {name.replace('_', ' ')}"})
+        (root / "annotations").mkdir(exist_ok=True)
+        annotations = {"images": pictures, "annotations": notes}
+        (root / "annotations" / f"captions_{year}.json").write_text(json.dumps(annotations))
+    captioner = str(tiny_models.blip2(tmp_path_factory.mktemp("blip2")))
+    out = tmp_path / "run"
+    args = ["--dataset", "coco", "--data", str(root), "--preset", "lite", "--out", str(out), "--metrics", "utility"]
+    options = ["--captioner", captioner, "--caption-epochs", "1", "--caption-tokenizer", "python"]
+    assert reproduce.main([*args, *options]) == 0
+    text = (out / "tables.md").read_text()
+    rows = table_rows(text)
+    titles = [
+        cell.strip() for cell in next(x for x in text.splitlines() if x.startswith("| run")).strip("|").split("|")
+    ]
+    bleu, cider = titles.index("BLEU-4 ↑") - 1, titles.index("CIDEr ↑") - 1
+    assert rows["paper: raw"][bleu] == "0.4360" and rows["paper: raw"][cider] == "1.4130"
+    report = json.loads((out / "evaluation" / "report.json").read_text())["anonymized"]
+    assert float(rows["ours: anonymized"][cider]) == pytest.approx(report["cider"], abs=1e-4)

@@ -415,3 +415,111 @@ def vit_mae(folder: Path) -> Path:
         size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
     ).save_pretrained(folder)
     return folder
+
+
+def blip2(folder: Path) -> Path:
+    """A tiny BLIP-2 (ViT, Q-Former, OPT) laid out like Salesforce/blip2-opt-2.7b: 28-px images (2 x 2 patches),
+    4 query tokens written as the processor's `<image>` placeholder."""
+    import torch
+    from transformers import AddedToken, Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor
+
+    torch.manual_seed(0)
+    tok = tokenizer()
+    tok.add_tokens([AddedToken("<image>", normalized=False, special=True)], special_tokens=True)
+    config = Blip2Config(
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+            initializer_range=0.02,  # BLIP-2's default (1e-10) makes a vision encoder that sees nothing
+        ),
+        qformer_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, encoder_hidden_size=32
+        ),
+        text_config=dict(
+            model_type="opt",
+            vocab_size=len(tok),
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=128,
+            word_embed_proj_dim=32,
+            bos_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        ),
+        num_query_tokens=4,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+    )
+    model = Blip2ForConditionalGeneration(config)
+    torch.nn.init.normal_(model.query_tokens, std=0.02)  # BLIP-2 starts them at 0 (a checkpoint brings its own)
+    model.save_pretrained(folder)
+    image_processor = BlipImageProcessor(size={"height": 28, "width": 28})
+    Blip2Processor(image_processor=image_processor, tokenizer=tok, num_query_tokens=4).save_pretrained(folder)
+    return folder
+
+
+def qwen3_vl(folder: Path) -> Path:
+    """A tiny Qwen3-VL (Qwen3VLForConditionalGeneration) with its processor: 16-px patches merged 2 x 2, images
+    resized to 32-64 px a side (at most 4 image tokens), the ChatML template."""
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    torch.manual_seed(0)
+    tok = tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
+    config = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=4096,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [1, 1, 2]},
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=4,
+            out_hidden_size=32,
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=16,
+            deepstack_visual_indexes=[0],
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False
+    )
+    model.save_pretrained(folder)
+    pixels = dict(patch_size=16, merge_size=2, temporal_patch_size=2)
+    Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=32 * 32, max_pixels=64 * 64, **pixels),
+        video_processor=Qwen3VLVideoProcessor(**pixels),
+        tokenizer=tok,
+        chat_template=CHAT_TEMPLATE,
+    ).save_pretrained(folder)
+    return folder

@@ -2,8 +2,9 @@
 `u2s evaluate` runs on whole datasets.
 
 quality: CLIP(anonymised image, public caption). cheating: SSIM and LPIPS, original vs anonymised. privacy: FaceSim
-(+ face retention), TextSim, race entropy and VLMScore. utility: a classifier trained on the anonymised train split
-and tested on the original test split.
+(+ face retention), TextSim, race entropy and VLMScore. utility: a model trained on the anonymised train split and
+tested on the original test split: a classifier (top-1 accuracy), a captioner (BLEU-4, CIDEr) or a VQA model (VQA
+accuracy), as `utility_task` says.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import datasets
 from . import scoring, sources
 from .evaluation_report import COLUMNS
 from .judge_config import JudgeConfig
+from .scoring import captioning, vqa
 from .scoring.common import progress
 from .scoring.perceptual import LPIPS_BACKBONES
 
 METRIC_GROUPS = ("quality", "cheating", "privacy", "utility")
+UTILITY_TASKS = ("classification", "captioning", "vqa")
 # The scores a run can have (the report's columns): a run that has none of them scored nothing.
 SCORES = tuple(key for key, _ in COLUMNS)
 # The method the metrics come from, for the `evaluate` modules' citation.
@@ -213,6 +216,13 @@ class EvaluationConfig:
     judge: JudgeConfig | None = field(
         default=None, metadata={"help": "the judge VLM for VLMScore, demographics and text_reader='judge'"}
     )
+    utility_task: str = _option(
+        "classification",
+        "utility task: classification (top-1 accuracy of a fine-tuned MAE), captioning (BLEU-4 and CIDEr of a "
+        "fine-tuned BLIP-2, COCO-style captions) or vqa (VQA accuracy of a fine-tuned Qwen3-VL, OK-VQA-style "
+        "questions and answers)",
+        choices=UTILITY_TASKS,
+    )
     label_column: str = _option("label", "class labels (utility)")
     train_split: str = _option("train", "anonymised split to train on (utility)")
     test_split: str = _option("test", "original split to test on (utility)")
@@ -229,15 +239,32 @@ class EvaluationConfig:
         "same split named twice, or test images also in the original train split or among the anonymised train "
         "images); the accuracy then flatters",
     )
-    epochs: int = _option(100, "utility training epochs")
-    device: str = _option("cpu", "torch device for CLIP, LPIPS and the classifier")
+    epochs: int = _option(100, "utility training epochs (classification)")
+    captions_column: str = _option("captions", "the captions of each image, a list or one string (utility: captioning)")
+    captioner: str = _option(captioning.PAPER_CAPTIONER, "BLIP-2 model to fine-tune (utility: captioning)")
+    caption_epochs: int = _option(5, "captioning training epochs (BLIP-2's COCO fine-tuning: 5)")
+    caption_tokenizer: str = _option(
+        "ptb",
+        "how captions are tokenised before BLEU and CIDEr: ptb = the COCO evaluation's Stanford PTBTokenizer (needs "
+        "Java); python = our pure-Python approximation of it",
+        choices=captioning.TOKENIZERS,
+    )
+    question_column: str = _option("question", "the question of each row (utility: vqa)")
+    answers_column: str = _option("answers", "the annotators' answers of each row (utility: vqa)")
+    vqa_model: str = _option(vqa.PAPER_VQA_MODEL, "vision-language model to fine-tune (utility: vqa)")
+    vqa_epochs: int = _option(1, "VQA training epochs")
+    device: str = _option("cpu", "torch device for CLIP, LPIPS and the utility models")
 
     def __post_init__(self):
         unknown = set(self.groups) - set(METRIC_GROUPS)
         if unknown or not self.groups:
             raise ValueError(f"unknown metric groups {sorted(unknown)}; choose from {', '.join(METRIC_GROUPS)}")
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, not {self.epochs!r}")
+        for name in ("epochs", "caption_epochs", "vqa_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if self.utility_task not in UTILITY_TASKS:
+            raise ValueError(f"utility_task must be one of {', '.join(UTILITY_TASKS)}, not {self.utility_task!r}")
         if isinstance(self.clip_scale, bool) or self.clip_scale not in (1, 100):
             raise ValueError(f"clip_scale must be 1 (cosine) or 100 (torchmetrics' scale), not {self.clip_scale!r}")
 
@@ -245,6 +272,8 @@ class EvaluationConfig:
 def evaluate_datasets(original, anonymized, config: EvaluationConfig = EvaluationConfig()) -> dict:
     """Every chosen group for one anonymised dataset against its original; rows are paired by position."""
     _refuse_utility_leak(original, anonymized, config)  # before anything is scored or loaded
+    if "utility" in config.groups and config.utility_task == "captioning":
+        captioning.need_java(config.caption_tokenizer)
     result: dict = {"rows": None, "skipped": {}}
     if set(config.groups) - {"utility"}:  # the groups that compare paired rows
         originals, outputs, captions = _pairs(original, anonymized, config)
@@ -301,8 +330,8 @@ def _why(ds) -> str:
 
 
 def _utility(original, anonymized, config: EvaluationConfig) -> dict:
-    """Train on the anonymised train split, test on the ORIGINAL test split (top-1 accuracy, with the test rows it is
-    over and those skipped)."""
+    """Train on the anonymised train split, test on the ORIGINAL test split: top-1 accuracy, BLEU-4 and CIDEr, or
+    VQA accuracy (`config.utility_task`), with the test rows each is over and the rows skipped."""
     train = _split(anonymized, config.train_split, "anonymised")
     test = _split(original, config.test_split, "original")
     image_column = sources.image_column_of(test, config.image_column)
@@ -311,38 +340,62 @@ def _utility(original, anonymized, config: EvaluationConfig) -> dict:
         if image_column in train.column_names:
             train = train.remove_columns(image_column)
         train = train.rename_column(train_column, image_column)
-    scores = scoring.train_eval_classifier(
-        train,
-        test,
-        backbone=config.backbone,
-        mode=config.mode,
-        image_column=image_column,
-        label_column=config.label_column,
-        epochs=config.epochs,
-        device=config.device,
-        allow_overlap=config.allow_overlap,
-    )
+    shared = dict(image_column=image_column, device=config.device, allow_overlap=config.allow_overlap)
+    if config.utility_task == "captioning":
+        scores = captioning.train_eval_captioner(
+            train,
+            test,
+            model=config.captioner,
+            captions_column=config.captions_column,
+            epochs=config.caption_epochs,
+            tokenizer=config.caption_tokenizer,
+            **shared,
+        )
+        # original test rows scored / skipped (unreadable or without captions); BLEU-4 is over the whole corpus
+        keys = ("bleu4", "bleu4_scored", "bleu4_missing", "cider", "cider_scored", "cider_missing")
+    elif config.utility_task == "vqa":
+        scores = vqa.train_eval_vqa(
+            train,
+            test,
+            model=config.vqa_model,
+            question_column=config.question_column,
+            answers_column=config.answers_column,
+            epochs=config.vqa_epochs,
+            **shared,
+        )
+        keys = ("vqa_accuracy", "vqa_accuracy_scored", "vqa_accuracy_missing")  # original test questions
+    else:
+        scores = scoring.train_eval_classifier(
+            train,
+            test,
+            backbone=config.backbone,
+            mode=config.mode,
+            label_column=config.label_column,
+            epochs=config.epochs,
+            **shared,
+        )
+        # original test rows scored / skipped: unreadable or unlabelled
+        keys = ("accuracy", "accuracy_scored", "accuracy_missing")
     return {
-        "accuracy": scores["accuracy"],
-        "accuracy_scored": scores["accuracy_scored"],  # original test rows scored
-        "accuracy_missing": scores["accuracy_missing"],  # original test rows skipped: unreadable or unlabelled
+        **{key: scores[key] for key in keys},
         "utility_skipped_rows": scores["skipped_train"] + scores["skipped_test"],
     }
 
 
 def _refuse_utility_leak(original, anonymized, config: EvaluationConfig) -> None:
-    """Refuse, before anything loads, a utility run that would test the classifier on its training rows (unless
+    """Refuse, before anything loads, a utility run that would test the model on its training rows (unless
     `allow_overlap`). The anonymised train split is made from the ORIGINAL train split, so the original needs a
     train split and a different test split, and no image of its test split may be byte-identical to one of its train
     split (scoring.utility.image_digest; train_eval_classifier also compares the anonymised train images with the
-    test images). A single anonymised Dataset is taken to be the anonymised train split."""
+    test images, and so do the captioning and VQA utilities). A single anonymised Dataset is taken to be the
+    anonymised train split."""
     if "utility" not in config.groups or config.allow_overlap:
         return
     fix = "or pass --allow-overlap (allow_overlap=True) to measure it anyway"
     train_name, test_name = config.train_split, config.test_split
     if train_name == test_name:
         raise ValueError(
-            f"utility: the train and test splits are both {train_name!r}, so the classifier would be tested on the "
+            f"utility: the train and test splits are both {train_name!r}, so the model would be tested on the "
             f"rows it was trained on. Name two different splits with --train-split and --test-split, {fix}"
         )
     if isinstance(original, datasets.Dataset) or len(original) == 1:
@@ -350,7 +403,7 @@ def _refuse_utility_leak(original, anonymized, config: EvaluationConfig) -> None
         shape = "has no splits" if single else f"has one split ({next(iter(original))!r})"
         raise ValueError(
             f"utility: the original dataset {shape}, so its test rows would be the rows whose anonymised versions the "
-            f"classifier is trained on. Give an original with separate {train_name!r} and {test_name!r} splits (e.g. "
+            f"model is trained on. Give an original with separate {train_name!r} and {test_name!r} splits (e.g. "
             f"from Dataset.train_test_split) and anonymise its {train_name!r} split, {fix}"
         )
     if train_name not in original:
@@ -366,7 +419,7 @@ def _refuse_utility_leak(original, anonymized, config: EvaluationConfig) -> None
     if shared:
         raise ValueError(
             f"utility: {shared} of the {len(test)} images of the original {test_name!r} split are also in its "
-            f"{train_name!r} split (identical image bytes), so the classifier would be tested on images whose "
+            f"{train_name!r} split (identical image bytes), so the model would be tested on images whose "
             f"anonymised versions it was trained on. Remove the duplicates from one split, {fix}"
         )
 

@@ -8,6 +8,9 @@ from pathlib import Path
 # (result key, column title); the arrow says which way is better.
 COLUMNS = (
     ("accuracy", "Acc ↑"),
+    ("bleu4", "BLEU-4 ↑"),
+    ("cider", "CIDEr ↑"),
+    ("vqa_accuracy", "VQA acc ↑"),
     ("face_similarity", "FaceSim ↓"),
     ("face_retention", "Face kept ↓"),
     ("text_similarity", "TextSim ↓"),
@@ -20,6 +23,8 @@ COLUMNS = (
 PRIVACY = (("face_similarity", "FaceSim", "o"), ("text_similarity", "TextSim", "s"))
 UTILITY = (
     ("accuracy", "top-1 accuracy (original test split)"),
+    ("cider", "CIDEr (original test captions)"),
+    ("vqa_accuracy", "VQA accuracy (original test questions)"),
     ("clip_score", "CLIP score (quality)"),
     ("ssim", "SSIM"),
 )

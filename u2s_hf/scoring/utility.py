@@ -117,14 +117,14 @@ def train_eval_classifier(
     train_images, train_rows, train_labels, train_digests = _usable(train_ds, image_column, label_column)
     test_images, test_rows, test_labels, test_digests = _usable(test_ds, image_column, label_column)
     if not allow_overlap:
-        _refuse_overlap(train_digests, test_digests)
+        refuse_overlap(train_digests, test_digests)
     classes = list(dict.fromkeys(train_labels))
     if not classes:
         raise ValueError("no usable training row (every image is unreadable or unlabelled)")
     index = {label: i for i, label in enumerate(classes)}
     finetune = mode == "finetune"
 
-    with _seeded(seed):  # the transforms and the loaders draw from the global random states
+    with seeded(seed):  # the transforms and the loaders draw from the global random states
         encoder, config, processor = load_backbone(backbone, mode, revision, device)
         head = classifier_head(mode, config.hidden_size, len(classes)).to(device)
         train_set = _Rows(
@@ -349,7 +349,7 @@ class _Processed:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int):
+def seeded(seed: int):
     """Seed random, numpy and torch (the transforms draw from all three) and restore their states afterwards."""
     import torch
 
@@ -386,13 +386,14 @@ def _stored_bytes(value) -> bytes | None:
     return None
 
 
-def _refuse_overlap(train_digests: list, test_digests: list) -> None:
+def refuse_overlap(train_digests: list, test_digests: list) -> None:
+    """Refuse test images whose digests are among the train images' (the captioning and VQA utilities too)."""
     seen = set(train_digests) - {None}
     shared = sum(digest in seen for digest in test_digests)
     if shared:
         raise ValueError(
             f"{shared} of the {len(test_digests)} usable test images are also train images (identical image bytes): "
-            "the classifier would be tested on images it was trained on. Remove them from one side, or pass "
+            "the model would be tested on images it was trained on. Remove them from one side, or pass "
             "allow_overlap=True (u2s evaluate: --allow-overlap) if that is what you mean to measure"
         )
 
