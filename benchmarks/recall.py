@@ -2,10 +2,12 @@
 
 Every case is built here from photos that ship inside installed packages (scikit-image, matplotlib, insightface;
 see dataset_scripts/make_sample.py and tests/corpus.py) and from text rendered with a matplotlib font; nothing is
-committed. Cases: a crowd scaled to 1/2 and 1/3; a group photo upright (the control) and rotated 30, 60, 90, 180 and
-270 degrees, dark, low-contrast, blurred and grey; a small person pasted into a large scene; a private name card
-("MARIA KOWALSKA" / "TEL 0172-5550199") turned 0, 90, 180 and 270 degrees, and as a small (32 px font) vertical
-line in a large scene.
+committed. Cases: a crowd scaled to 1/2 and 1/3, and the half-size crowd turned 90 degrees; a group photo upright
+(the control) and rotated 30, 60, 90, 180 and 270 degrees, dark, low-contrast, blurred and grey; a second group
+turned 90 and 270 degrees (CenterFace on the image as it is finds half of its faces); a small person pasted into a
+large scene; a private name card ("MARIA KOWALSKA" / "TEL 0172-5550199") turned 0, 90, 180 and 270 degrees, and as a
+small (32 px font) vertical line in a large scene; make_sample's name card turned 270 degrees (its two lines lie so
+close that the text detector sees one box); a name in a 5-px font on a photo.
 
 Each case is one row of a `datasets.Dataset` run alone through `u2s_hf.anonymize(ds, preset="lite")` (CenterFace +
 RapidOCR, redaction, Verify), timed after a warm-up run that loads the models. Then two judges that are not part of
@@ -19,9 +21,11 @@ photo):
   rapidfuzz partial_ratio >= 80, names compared on letters only, numbers on digits only.
 
 A face or text line that the judge cannot find in the original is not counted: "judge-visible" is what the totals
-are over. Prints one row per case and the totals, and the chain's seconds per image.
+are over. The judge is not perfect: in group_rot30 it takes an ashtray for a face (score 0.51, at full size, turned
+90 degrees); no detector of the chain does, its pixels leave unchanged, and so that "face" counts as identifiable.
+Prints one row per case and the totals, and the chain's seconds per image.
 
-    python benchmarks/recall.py [--cases text_90,crowd_half] [--repeat 3]
+    python benchmarks/recall.py [--cases text_rot90,crowd_half] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ IDENTITY_THRESHOLD = 0.35  # ArcFace cosine: the same person scores ~0.9, differ
 SAME_FACE = 0.4  # box IoU above which two detections (other turns or sizes of one image) are one face
 TEXT_MATCH = 80  # rapidfuzz partial_ratio
 PRIVATE_TEXT = ("MARIA KOWALSKA", "TEL 0172-5550199")
+NAME_CARD = ("ALICE JONES", "ACME Corp  ID 4471")  # the lines of make_sample's name card
 JUDGE_TURNS = (0, 90, 180, 270)
 
 
@@ -88,34 +93,38 @@ def scaled(image: Image.Image, factor: float) -> Image.Image:
     return image.resize((round(image.width * factor), round(image.height * factor)), Image.LANCZOS)
 
 
-def build_cases() -> dict[str, tuple[Image.Image, bool]]:
-    """name -> (image, whether it carries PRIVATE_TEXT)."""
+def build_cases() -> dict[str, tuple[Image.Image, tuple[str, ...]]]:
+    """name -> (image, the private text lines it carries)."""
     photos = {**make_sample.sample_photos(), **corpus.group_photos()}
-    crowd, group = photos["team_and_crowd"], photos["six_people"]
+    crowd, group, five = photos["team_and_crowd"], photos["six_people"], photos["five_people"]
     rocket = Image.fromarray(skimage.data.rocket())
     card = text_card(list(PRIVATE_TEXT), size=rocket.width // 18)
     card_scene = pasted(rocket, card, ((rocket.width - card.width) / 2 / rocket.width, 0.4))
     large_scene = photos["coffee"].resize((3000, 2000), Image.BICUBIC)
     person = scaled(photos["grace_hopper"], 0.2)  # about 100 px tall, a face of about 40 px
     small_line = text_card([" ".join(PRIVATE_TEXT)], size=32).rotate(90, expand=True)
+    tiny = photos["chelsea"].copy()  # a name in a 5-px font, white on the dark lower left
+    font = ImageFont.truetype(str(make_sample.FONT), size=5)
+    ImageDraw.Draw(tiny).text((22, 255), PRIVATE_TEXT[0], font=font, fill=(250, 250, 250))
     cases = {
-        "crowd_half": (scaled(crowd, 1 / 2), False),
-        "crowd_third": (scaled(crowd, 1 / 3), False),
-        "group_upright": (group, False),
-        **{
-            f"group_rot{a}": (group.rotate(a, expand=True, resample=Image.BICUBIC), False)
-            for a in (30, 60, 90, 180, 270)
-        },
-        "group_dark": (ImageEnhance.Brightness(group).enhance(0.2), False),
-        "group_low_contrast": (ImageEnhance.Contrast(group).enhance(0.25), False),
-        "group_blurred": (group.filter(ImageFilter.GaussianBlur(3)), False),
-        "group_grey": (group.convert("L").convert("RGB"), False),
-        "small_person_large_scene": (pasted(large_scene, person, (0.62, 0.55)), False),
-        **{f"text_rot{a}": (card_scene.rotate(a, expand=True), True) for a in (0, 90, 180, 270)},
+        "crowd_half": (scaled(crowd, 1 / 2), ()),
+        "crowd_half_rot90": (scaled(crowd, 1 / 2).rotate(90, expand=True), ()),
+        "crowd_third": (scaled(crowd, 1 / 3), ()),
+        "group_upright": (group, ()),
+        **{f"group_rot{a}": (group.rotate(a, expand=True, resample=Image.BICUBIC), ()) for a in (30, 60, 90, 180, 270)},
+        **{f"five_rot{a}": (five.rotate(a, expand=True), ()) for a in (90, 270)},
+        "group_dark": (ImageEnhance.Brightness(group).enhance(0.2), ()),
+        "group_low_contrast": (ImageEnhance.Contrast(group).enhance(0.25), ()),
+        "group_blurred": (group.filter(ImageFilter.GaussianBlur(3)), ()),
+        "group_grey": (group.convert("L").convert("RGB"), ()),
+        "small_person_large_scene": (pasted(large_scene, person, (0.62, 0.55)), ()),
+        **{f"text_rot{a}": (card_scene.rotate(a, expand=True), PRIVATE_TEXT) for a in (0, 90, 180, 270)},
         "text_small_vertical": (
             pasted(photos["coffee"].resize((1920, 1280), Image.BICUBIC), small_line, (0.7, 0.1)),
-            True,
+            PRIVATE_TEXT,
         ),
+        "card_rot270": (photos["name_card"].rotate(270, expand=True), NAME_CARD),
+        "text_5px": (tiny, PRIVATE_TEXT[:1]),
     }
     return cases
 
@@ -193,7 +202,7 @@ class FaceJudge:
 
 
 class TextJudge:
-    """RapidOCR at its defaults, over every turn of JUDGE_TURNS; which PRIVATE_TEXT lines it reads back."""
+    """RapidOCR at its defaults, over every turn of JUDGE_TURNS; which private lines it reads back."""
 
     def __init__(self):
         from rapidocr import RapidOCR
@@ -221,9 +230,9 @@ class TextJudge:
         score = fuzz.partial_ratio(needle, hay) if len(hay) >= len(needle) else fuzz.ratio(needle, hay)
         return score >= TEXT_MATCH
 
-    def readable(self, image: Image.Image) -> list[str]:
+    def readable(self, image: Image.Image, private: tuple[str, ...]) -> list[str]:
         lines = self.read(image)
-        return [p for p in PRIVATE_TEXT if self.matches(p, lines)]
+        return [p for p in private if self.matches(p, lines)]
 
 
 # ---------------------------------------------------------------- run
@@ -257,23 +266,23 @@ def main() -> None:
         f"{'case':26s} {'size':>9s} {'faces':>5s} {'ident':>5s} {'text':>4s} {'read':>4s}  {'status':22s} {'s':>6s}"
     )
     print(f"lite chain, {os.cpu_count()} cores; faces = ArcFace faces in the original, ident = identifiable after;")
-    print(f"text = private lines ({len(PRIVATE_TEXT)}) the OCR judge reads in the original, read = still read after")
+    print("text = private lines the OCR judge reads in the original, read = still read after")
     print(header)
     print("-" * len(header))
     totals = dict(faces=0, ident=0, text=0, read=0, leaking=0)
     seconds_all = []
-    for name, (image, has_text) in cases.items():
+    for name, (image, private) in cases.items():
         runs = [anonymised(image) for _ in range(max(1, args.repeat))]
         row, seconds = runs[-1][0], statistics.median(s for _, s in runs)
         seconds_all.append(seconds)
         out = row["safe_image"]
         original_faces = face_judge.faces(image)
-        original_text = set(text_judge.readable(image)) if has_text else set()
+        original_text = set(text_judge.readable(image, private))
         ident, text, read = 0, len(original_text), 0
         if out is not None:  # None: the row was dropped, nothing leaves
             ident = face_judge.identifiable(original_faces, face_judge.faces(out))
             if original_text:
-                read = len(original_text & set(text_judge.readable(out)))
+                read = len(original_text & set(text_judge.readable(out, private)))
         status = row["u2s_status"] + {True: " verified", False: " UNVERIFIED", None: ""}[row["u2s_verified"]]
         if ident or read:
             status += " LEAK"
@@ -281,7 +290,7 @@ def main() -> None:
         for key, value in (("faces", len(original_faces)), ("ident", ident), ("text", text), ("read", read)):
             totals[key] += value
         size = f"{image.width}x{image.height}"
-        text_cells = f"{text:4d} {read:4d}" if has_text else f"{'-':>4s} {'-':>4s}"
+        text_cells = f"{text:4d} {read:4d}" if private else f"{'-':>4s} {'-':>4s}"
         print(f"{name:26s} {size:>9s} {len(original_faces):5d} {ident:5d} {text_cells}  {status:22s} {seconds:6.2f}")
     print("-" * len(header))
     print(

@@ -297,3 +297,25 @@ def test_the_report_counts_what_verify_did(people, photos, vectron):
     assert report.build(unchecked, checked, {})["verify"]["identity_model"] == "vectron"
     assert report.models_of(checked)["identity"]["model"] == "vectron"
     assert config.public_settings(checked.verify.config)["identity_root"] == "(a local folder)"
+
+
+def test_an_upside_down_face_left_in_an_output_is_caught(people, arcface):
+    group = corpus.group_photos()["five_people"]
+    out = with_output(people, "astronaut", group.rotate(180)).map(u2s.verify, batched=True)[0]
+    assert out["u2s_status"] == "redacted" and out["u2s_verified"] is True
+    assert out["u2s_error"].startswith("verify: 6 faces") and out["u2s_error"].endswith("redacted again")
+    upright = Image.open(io.BytesIO(out["safe_image"]["bytes"])).rotate(180)
+    assert arcface.max_similarity(group, upright) < THRESHOLD
+
+
+def test_rows_run_side_by_side_give_the_same_result(photos):
+    """Inspect and Verify run `threads` rows at a time: the outcome does not depend on it."""
+    ds = corpus.image_dataset({n: photos[n] for n in ("astronaut", "name_card", "coffee", "grace_hopper", "page")})
+    one, two = u2s.anonymize(ds, threads=1), u2s.anonymize(ds, threads=2)
+    for name in ("privacy_flag", "detections", "u2s_status", "u2s_error", "u2s_verified"):
+        assert two[name] == one[name], name
+    assert [pixels_of(row) for row in two] == [pixels_of(row) for row in one]
+
+
+def pixels_of(row) -> bytes:
+    return corpus.pixels(row["safe_image"]).tobytes()

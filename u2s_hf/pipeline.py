@@ -72,6 +72,7 @@ SHARED_SETTINGS = frozenset(
         "text_threshold",
         "face_max_side",
         "text_max_side",
+        "face_turns",
     }
 )
 # Settings that decide what a stage's other settings mean: changing one starts the stage afresh (see `preset`).

@@ -59,20 +59,24 @@ class Inspect(Stage):
         c = self.config
         threads = runtime.configure_threads(c.threads)
         device = runtime.device_for(rank)
-        faces = detectors.load_face_detector(device, threads) if c.faces else None
-        text = detectors.load_text_detector(device, threads, c.text_max_side) if c.text else None
-        for i in rows:  # one decoded image at a time: a batch of large images must not pile up in memory
+        # One-thread models, `threads` rows at a time (see backends.detectors).
+        faces = detectors.load_face_detector(device, 1) if c.faces else None
+        text = detectors.load_text_detector(device, 1, c.text_max_side) if c.text else None
+
+        def detect(i):  # one decoded image per thread: a batch of large images must not pile up in memory
             rgb = outcome.decode(i, values[i], c.max_pixels)
             if rgb is None:
-                continue
+                return
             try:
                 if faces is not None:
-                    found[i] += faces(rgb, c.face_threshold, c.face_max_side)
+                    found[i] += faces.find(rgb, c.face_threshold, c.face_max_side, c.face_turns)
                 if text is not None:
                     found[i] += text(rgb, c.text_threshold)
                 flags[i] = bool(found[i])
             except Exception as exc:  # a detector failing on one row must not end the run
                 outcome.fail(i, f"detector failed: {type(exc).__name__}: {exc}")
+
+        detectors.concurrently(detect, rows, threads)
 
     def _ask(self, values, rows, flags, outcome, raw, rank):
         c = self.config

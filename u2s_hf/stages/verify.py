@@ -82,9 +82,13 @@ class Verify(Stage):
         verified = [False if status in (ERROR, DROPPED) else None for status in statuses]
         rows = [i for i, s in enumerate(statuses) if s not in (ERROR, DROPPED) and (s != KEPT_SAFE or c.verify_kept)]
         tools = _Tools(c, rank, edited=any(statuses[i] == EDITED for i in rows)) if rows else None
-        for i in rows:
-            check = _Check(c, tools, statuses[i] == EDITED, originals[i], found[i])
-            outputs[i], verified[i] = self._verify(outcome, i, outputs[i], check)
+
+        def verify(i):
+            return self._verify(outcome, i, outputs[i], _Check(c, tools, statuses[i] == EDITED, originals[i], found[i]))
+
+        checked = detectors.concurrently(verify, rows, tools.threads if tools else 1)
+        for i, (output, passed) in zip(rows, checked, strict=True):
+            outputs[i], verified[i] = output, passed
         return self.typed({c.output_column: outputs, VERIFIED: verified, **outcome.columns()})
 
     def _verify(self, outcome, i, value, check):
@@ -140,12 +144,12 @@ class Verify(Stage):
 class _Tools:
     """The models a batch with rows to check needs (one instance per process, see runtime.cached_model), loaded
     before any row: a model that cannot be loaded stops the map, it does not fail every row. The identity model is
-    loaded only for a batch with edited rows."""
+    loaded only for a batch with edited rows. The detectors run on one thread each, `threads` rows at a time."""
 
     def __init__(self, config: VerifyConfig, rank, edited: bool):
-        device, threads = runtime.device_for(rank), runtime.configure_threads(config.threads)
-        self.faces = detectors.load_face_detector(device, threads) if config.faces else None
-        self.text = detectors.load_text_detector(device, threads, config.text_max_side) if config.text else None
+        device, self.threads = runtime.device_for(rank), runtime.configure_threads(config.threads)
+        self.faces = detectors.load_face_detector(device, 1) if config.faces else None
+        self.text = detectors.load_text_detector(device, 1, config.text_max_side) if config.text else None
         wanted = edited and config.identity_model
         self.people = identity.load_face_model(config.identity_model, config.identity_root) if wanted else None
 
@@ -204,7 +208,7 @@ class _Check:
         if c.faces:
             if self.tools.people is not None and original is not None:
                 leaks += self._same_people(rgb)
-            elif self.tools.faces(rgb, c.face_threshold, c.face_max_side):
+            elif self.tools.faces.find(rgb, c.face_threshold, c.face_max_side, c.face_turns):
                 unchecked.append(IDENTITY_NOT_CHECKED)
         if c.text:
             lines = self.tools.text.readable(rgb, c.text_threshold)
@@ -242,7 +246,8 @@ class _Check:
 
     def _faces(self, rgb, areas) -> list[dict]:
         c = self.config
-        return _in_areas(rgb, areas, lambda part: self.tools.faces(part, c.face_threshold, c.face_max_side))
+        find = self.tools.faces.find
+        return _in_areas(rgb, areas, lambda part: find(part, c.face_threshold, c.face_max_side, c.face_turns))
 
     def _text(self, rgb, areas) -> list[dict]:
         return _in_areas(rgb, areas, lambda part: self.tools.text(part, self.config.text_threshold))
