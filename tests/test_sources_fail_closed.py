@@ -193,8 +193,8 @@ def test_credentials_in_a_server_url_are_never_written(photos, tmp_path, caplog)
             safe, timings = pipeline.run(ds, chosen)
         summary = report.build(safe, chosen, timings, source="custom")
     folder = tmp_path / "release"
-    folder.mkdir()
-    release_card.write_release(safe, folder, summary)
+    safe.save_to_disk(str(folder))
+    release_card.write_beside(safe, folder, summary)
     written = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
     assert b"SECRET" not in written and b"ann:" not in written and "SECRET" not in caplog.text
     assert summary["stages"]["inspect"]["base_url"] == server.base_url

@@ -27,7 +27,7 @@ import pyarrow as pa
 import ray
 from datasets.arrow_writer import ArrowWriter
 
-from . import pipeline, release_card, report, sources
+from . import pipeline, release_card, report, shards, sources
 from .stages.read import ReadImages, holds_paths
 
 # Backends that run a model in the stage's own process (transformers); "detectors" and "server" need no GPU here.
@@ -97,21 +97,25 @@ def write_release(
     scratch = Path(out_dir) / SCRATCH
     image_root = (source.image_root or False) if source else None
     options = dict(batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus, address=address)
-    splits = data if isinstance(data, datasets.DatasetDict) else {"all": data}
+    several = isinstance(data, datasets.DatasetDict)
+    splits = data if several else {"all": data}
     released, timings = {}, {}
     for split, part in splits.items():
         start = time.perf_counter()
         rows, features = _run(part, preset, image_column, image_root, False, keep_columns, **options)
-        released[split] = _collect(rows, features, scratch / split)
+        # The release is put together as the datasets engine's is, from the one file of rows (linked, not copied)
+        collected = _collect(rows, features, scratch / split)
+        released[split] = shards.assemble([collected], Path(out_dir) / split if several else Path(out_dir))
         timings[split] = {"ray": round(time.perf_counter() - start, 3)}
-    if isinstance(data, datasets.DatasetDict):
+    if several:
+        shards.write_splits(Path(out_dir), released)
         safe = datasets.DatasetDict(released)
     else:
         safe, timings = released["all"], timings["all"]
     name, skipped = (source.name, len(source.skipped)) if source else (None, 0)
     summary = report.build(safe, preset, timings, source=name, skipped_files=skipped)
     summary["versions"]["ray"] = ray.__version__
-    release_card.write_release(safe, out_dir, summary)
+    release_card.write_beside(safe, out_dir, summary)
     shutil.rmtree(scratch)
     return summary
 
@@ -201,16 +205,17 @@ def _to_ray(ds: datasets.Dataset, batch_size: int, reader: ReadImages | None) ->
     return rows
 
 
-def _collect(rows: ray.data.Dataset, features: datasets.Features, folder: Path) -> datasets.Dataset:
-    """The Ray rows as a memory-mapped Dataset with the release's features. Batches stream through this process
-    into one Arrow file, so the workers need no filesystem shared with it."""
+def _collect(rows: ray.data.Dataset, features: datasets.Features, folder: Path) -> Path:
+    """`folder` holding the Ray rows as one Arrow file with the release's features, as a finished shard holds them
+    (see `shards.assemble`). Batches stream through this process, so the workers need no filesystem shared with
+    it, and nothing is read behind a path-only cell (save_to_disk would embed those files)."""
     folder.mkdir(parents=True)
-    path = str(folder / "rows.arrow")
-    with ArrowWriter(features=features, path=path) as writer:
+    with ArrowWriter(features=features, path=str(folder / shards.DATA)) as writer:
         for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
             writer.write_table(batch)
         writer.finalize()
-    return datasets.Dataset.from_file(path)
+    datasets.DatasetInfo(features=features).write_to_directory(str(folder))
+    return folder
 
 
 class _StageBatches:

@@ -28,16 +28,9 @@ COLUMNS = {
 }
 
 
-def write_release(ds, out_dir: str | Path, summary: dict) -> Path:
-    """Write `ds` (release view) with `save_to_disk`, plus report.json, contact_sheet.png and a README.md card, into
-    `out_dir` (a folder of a `release_folder.ReleaseFolder`, which checks, locks and moves it into place)."""
-    ds.save_to_disk(str(out_dir))
-    return write_beside(ds, out_dir, summary)
-
-
 def write_beside(ds, out_dir: str | Path, summary: dict) -> Path:
-    """Write report.json, contact_sheet.png and the README.md card beside `ds`, the release rows already saved in
-    `out_dir`."""
+    """Write report.json, contact_sheet.png and the README.md card beside `ds`, the release rows already in
+    `out_dir` (a folder of a `release_folder.ReleaseFolder`, which checks, locks and moves it into place)."""
     out = Path(out_dir)
     (out / "report.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     first = ds if isinstance(ds, datasets.Dataset) else next(iter(ds.values()))
