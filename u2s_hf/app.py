@@ -19,7 +19,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from . import images, pipeline, report, sources
 from .config import EditConfig, InspectConfig
@@ -229,16 +229,8 @@ def _result(name: str, cell: dict, row: dict) -> Result:
 
 
 def detections_panel(size: tuple[int, int], detections: list[dict]) -> Image.Image:
-    """The detections as boxes on grey, drawn from the boxes alone: the panel never carries original pixels (the
-    release's contact sheet draws them the same way)."""
-    scale = min(1.0, PANEL / max(size))
-    panel = Image.new("RGB", (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))), (200, 200, 200))
-    draw = ImageDraw.Draw(panel)
-    for d in detections:
-        box = [v * scale for v in d["box"]]
-        draw.rectangle(box, outline=(200, 0, 0) if d["label"] == "face" else (0, 0, 200), width=2)
-        draw.text((box[0] + 2, box[1] + 1), f"{d['label']} {d['score']:.2f}", fill=(0, 0, 0))
-    return panel
+    """The detections as boxes on grey, as the release's contact sheet draws them (never original pixels)."""
+    return report.detections_on_grey(size, detections, min(1.0, PANEL / max(size)), scores=True)
 
 
 def _downloads(work: Path, release: datasets.Dataset, names: list[str]) -> list[str]:

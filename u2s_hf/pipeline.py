@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import datasets
 
 from . import runtime
-from .config import CaptionConfig, EditConfig, InspectConfig, InstructConfig, VerifyConfig
+from .config import DETECTOR_SETTINGS, CaptionConfig, EditConfig, InspectConfig, InstructConfig, VerifyConfig
 from .stages import Caption, Edit, Inspect, Instruct, Verify
 from .stages.read import ReadImages, holds_paths
 
@@ -66,13 +66,7 @@ SHARED_SETTINGS = frozenset(
         # Edit writes the output image and Verify checks it; Verify's detectors and their limits are Inspect's.
         "output_column",
         "unlocated",
-        "faces",
-        "text",
-        "face_threshold",
-        "text_threshold",
-        "face_max_side",
-        "text_max_side",
-        "face_turns",
+        *DETECTOR_SETTINGS,
     }
 )
 # Settings that decide what a stage's other settings mean: changing one starts the stage afresh (see `preset`).

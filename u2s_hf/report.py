@@ -153,19 +153,25 @@ def contact_sheet(ds, image_column="safe_image", flag_column="privacy_flag", det
     return sheet
 
 
-def _pair(index, size, detections, safe, status):
-    scale = TILE / max(size)
-    thumb = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-    tile = Image.new("RGB", (2 * TILE + 12, TILE + 20), "white")
-    found = Image.new("RGB", thumb, (200, 200, 200))
-    draw = ImageDraw.Draw(found)
+def detections_on_grey(size, detections, scale: float, scores: bool = False) -> Image.Image:
+    """The detections of an image of `size` as boxes on a grey panel `scale` times that size, drawn from the boxes
+    alone: a panel never carries original pixels. `scores`: label each box with its score too."""
+    panel = Image.new("RGB", (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))), (200, 200, 200))
+    draw = ImageDraw.Draw(panel)
     for d in detections:
         box = [v * scale for v in d["box"]]
         draw.rectangle(box, outline=(200, 0, 0) if d["label"] == "face" else (0, 0, 200), width=2)
-        draw.text((box[0] + 2, box[1] + 1), d["label"], fill=(0, 0, 0))
+        label = f"{d['label']} {d['score']:.2f}" if scores else d["label"]
+        draw.text((box[0] + 2, box[1] + 1), label, fill=(0, 0, 0))
+    return panel
+
+
+def _pair(index, size, detections, safe, status):
+    found = detections_on_grey(size, detections, TILE / max(size))
+    tile = Image.new("RGB", (2 * TILE + 12, TILE + 20), "white")
     tile.paste(found, (0, 0))
     if safe is not None:
-        tile.paste(safe.convert("RGB").resize(thumb, Image.BILINEAR), (TILE + 12, 0))
+        tile.paste(safe.convert("RGB").resize(found.size, Image.BILINEAR), (TILE + 12, 0))
     ImageDraw.Draw(tile).text((2, TILE + 4), f"row {index}: {status}", fill=(0, 0, 0))
     return tile
 

@@ -94,20 +94,16 @@ def _work_on(table: pa.Table, features, shard: Path, chosen, options) -> None:
     source = scratch / "source.arrow"
     if not source.is_file():  # kept from a killed run: its finished maps are reused from their cache files
         scratch.mkdir(exist_ok=True)
-        # Plain Arrow, not save_to_disk: that would read the files of path-only image cells into the copy, and
-        # which paths may be read is ReadImages' decision alone.
-        with (
-            pa.OSFile(str(scratch / "source.tmp"), "wb") as sink,
-            pa.ipc.new_stream(sink, features.arrow_schema) as writer,
-        ):
-            writer.write_table(table.cast(features.arrow_schema))
+        # which paths may be read is ReadImages' decision alone: the copy must not read any (see _write_tables)
+        _write_tables(scratch / "source.tmp", features.arrow_schema, [table.cast(features.arrow_schema)])
         os.replace(scratch / "source.tmp", source)
     rows = datasets.Dataset.from_file(str(source), info=datasets.DatasetInfo(features=features))
     safe, timings = pipeline.run(rows, chosen, **options)
     saved = shard.with_name(f"{shard.name}.tmp")
     shutil.rmtree(saved, ignore_errors=True)
     saved.mkdir()
-    _write_arrow(safe, saved / DATA)
+    released = safe.with_format("arrow").iter(batch_size=pipeline.WRITER_BATCH_SIZE)
+    _write_tables(saved / DATA, safe.features.arrow_schema, released)
     safe.info.write_to_directory(str(saved))
     (saved / "timings.json").write_text(json.dumps(timings))
     del safe, rows
@@ -116,12 +112,11 @@ def _work_on(table: pa.Table, features, shard: Path, chosen, options) -> None:
     shutil.rmtree(scratch)
 
 
-def _write_arrow(ds: datasets.Dataset, path: Path) -> None:
-    """The rows as one Arrow file, a few rows at a time: `save_to_disk` would hold batches of up to 100 MB in memory
-    (and read the files of path-only image cells into the release)."""
-    schema = ds.features.arrow_schema
+def _write_tables(path: Path, schema: pa.Schema, tables) -> None:
+    """`tables` as one Arrow file, one at a time. Not save_to_disk: that holds batches of up to 100 MB in memory
+    and reads the files behind path-only image cells into what it writes."""
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for table in ds.with_format("arrow").iter(batch_size=pipeline.WRITER_BATCH_SIZE):
+        for table in tables:
             writer.write_table(table)
 
 
